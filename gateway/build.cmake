@@ -1,0 +1,1 @@
+# gateway: sources and tests of this component (included from the root CMakeLists.txt).

@@ -1,0 +1,1 @@
+# tools: sources and tests of this component (included from the root CMakeLists.txt).
