@@ -85,6 +85,11 @@ struct NewMessage {
   std::vector<NewRecipient> recipients;
   // Set when the message arrived over a link with a transfer id: the id is
   // recorded as received in the same transaction (exactly-once).
+  // (Spool engineer:) if that id from that peer was already accepted, the
+  // submit fails with spool_errc::bad_state, stores nothing, and reports
+  // the earlier queue id (submit's `id`, submit_async's callback) -- the
+  // one failure that carries an id.  Any partial transfer held for the
+  // same peer and id is dropped in the same transaction.
   std::string received_transfer_id;
   std::string received_from_peer;
 };
@@ -123,6 +128,103 @@ struct Options {
   // How long received transfer ids are remembered.
   std::chrono::seconds transfer_id_lifetime = std::chrono::hours(24 * 14);
   bool read_only = false;
+  // Added by the spool engineer.  (With read_only, writes fail with
+  // spool_errc::bad_state.)
+  // How long per-message events and call records are kept (expire()).
+  std::chrono::seconds event_lifetime = std::chrono::hours(24 * 30);
+  // Most write operations committed in one transaction and one sync.  1
+  // gives one sync per operation (the benchmark's baseline).
+  size_t max_batch = 1024;
+  // Fault injection for tests only: called on the committer thread after a
+  // batch is written and before it is committed; a non-zero result aborts
+  // the batch as a failed sync would (every operation in it fails with
+  // spool_errc::sync_failed and nothing is stored).  We cannot make the
+  // kernel fail an fsync on demand, hence this hook.
+  std::function<std::error_code()> before_commit_hook;
+  // One stderr line per queued or removed message and per spool problem.
+  bool log = true;
+};
+
+// Per-recipient transitions (the rules are in queue/records.h).
+enum class Action : uint8_t {
+  in_flight = 0,  // queued|deferred -> in_flight: handed over on a call
+  delivered = 1,  // queued|deferred|in_flight -> delivered (final)
+  deferred = 2,   // queued|deferred|in_flight -> deferred until `when`
+  failed = 3,     // any non-final state -> failed (final)
+  hold = 4,       // queued|deferred -> held
+  release = 5,    // held -> queued, due at `when`
+  retry_now = 6,  // queued|deferred -> queued, due at `when`
+};
+std::string_view to_string(Action a);
+
+struct Transition {
+  QueueId id;
+  uint32_t recipient = 0;  // RecipientInfo::index
+  Action action = Action::delivered;
+  std::string reply;  // delivered/deferred/failed: the reply that decided it
+  // deferred: the next attempt; release/retry_now: when it becomes due
+  // (the epoch value means "now").
+  Clock::time_point when{};
+};
+
+struct TransitionResult {
+  std::error_code ec;            // not_found, bad_state, or a batch error
+  bool message_removed = false;  // every recipient final: message is gone
+};
+
+// One entry of the due index: a recipient waiting for its route whose time
+// has come (queued: since it was queued; deferred: its next attempt).
+struct DueEntry {
+  Clock::time_point due{};
+  QueueId id;
+  uint32_t recipient = 0;
+  std::string route;
+};
+
+// What is waiting for one route: recipients queued or deferred for it.
+struct RouteStats {
+  std::string route;
+  uint64_t messages = 0;
+  uint64_t recipients = 0;
+  uint64_t bytes = 0;          // uncompressed body bytes of those messages
+  uint64_t stored_bytes = 0;   // compressed: what a ferry peer would receive
+  Clock::time_point oldest{};  // earliest arrival among them
+  int max_priority = 0;
+};
+
+// One event in a message's history (kept after the message leaves).
+struct Event {
+  Clock::time_point time{};
+  QueueId id;
+  std::string text;
+};
+
+// One call on a link, written by the link session when the call ends.
+struct CallRecord {
+  uint64_t seq = 0;  // assigned by log_call(), increasing
+  std::string peer;
+  Clock::time_point start{};
+  Clock::time_point end{};
+  uint64_t bytes_out = 0;
+  uint64_t bytes_in = 0;
+  uint32_t messages_out = 0;
+  uint32_t messages_in = 0;
+  std::string result;  // "ok", "busy", "no carrier", ...
+};
+
+struct SpoolStats {
+  uint64_t messages = 0;
+  uint64_t recipients_by_state[6] = {};  // indexed by RecipientState
+  uint64_t received_transfer_ids = 0;
+  uint64_t partials = 0;
+  uint64_t events = 0;
+  uint64_t calls = 0;
+  size_t map_size = 0;  // bytes mapped now
+  size_t map_used = 0;  // bytes of pages in use
+  // Group commit counters of this process since open.
+  uint64_t batches = 0;
+  uint64_t batched_ops = 0;
+  uint64_t largest_batch = 0;
 };
 
 class Spool {
@@ -150,6 +252,85 @@ class Spool {
   virtual std::error_code read_stored_body(const QueueId& id,
                                            std::string& out) = 0;
   virtual std::error_code list(std::vector<MessageInfo>& out) = 0;
+
+  // ---- Added by the spool engineer. ----
+  //
+  // Every write below goes through the committer like submit(): it returns
+  // once durable, or with an error and nothing stored.  Blocking calls must
+  // not be made from a SubmitDone callback (that is the committer thread).
+
+  // Applies `ts` in one transaction; results[i] belongs to ts[i].  A failed
+  // transition (not_found, bad_state) does not stop the others.  The call's
+  // own error is set only when the whole batch failed (disk_full,
+  // sync_failed, ...); then every result carries it too.  A message whose
+  // recipients are all final leaves the spool in the same transaction
+  // (record, body, recipients, indexes, its transfer ids; its events stay).
+  virtual std::error_code apply(const std::vector<Transition>& ts,
+                                std::vector<TransitionResult>& results) = 0;
+  // One transition; returns its result's error.
+  std::error_code transition(const Transition& t, bool* removed = nullptr);
+  // The postmaster's delete: removes the message whatever its recipients'
+  // states, and logs `reason` as its last event.  not_found if absent.
+  virtual std::error_code remove(const QueueId& id,
+                                 std::string_view reason) = 0;
+  // After a crash: every in_flight recipient becomes queued, due at `now`.
+  // ferryd calls this once at start-up, before it makes calls.
+  virtual std::error_code requeue_in_flight(Clock::time_point now,
+                                            size_t& count) = 0;
+
+  // Due index: up to `limit` recipients due at or before `t`, earliest
+  // first (0 = no limit).  earliest_due() is empty when nothing waits.
+  virtual std::error_code due(Clock::time_point t, size_t limit,
+                              std::vector<DueEntry>& out) = 0;
+  virtual std::error_code earliest_due(
+      std::optional<Clock::time_point>& out) = 0;
+  // Route index: messages with a recipient queued or deferred for `route`,
+  // in arrival order; route_stats() summarises every route that has one.
+  virtual std::error_code route_messages(const std::string& route,
+                                         std::vector<QueueId>& out) = 0;
+  virtual std::error_code route_stats(std::vector<RouteStats>& out) = 0;
+
+  // Transfer ids.  transfer_id_for() returns the message's id for `peer`,
+  // creating it durably on the first call (not_found if no such message).
+  virtual std::error_code transfer_id_for(const QueueId& id,
+                                          const std::string& peer,
+                                          std::string& transfer_id) = 0;
+  // Was `transfer_id` from `peer` already accepted?  Sets `id` to the local
+  // queue id (which may have left the spool since); not_found otherwise.
+  virtual std::error_code lookup_received(const std::string& peer,
+                                          const std::string& transfer_id,
+                                          QueueId& id) = 0;
+  // Forgets received transfer ids older than transfer_id_lifetime and
+  // events/calls older than event_lifetime, as of `now`.
+  virtual std::error_code expire(Clock::time_point now, size_t& removed) = 0;
+
+  // Partial incoming transfers, kept across restarts until dropped (a
+  // submit() carrying the same peer and transfer id drops it too).
+  // partial_append() needs `offset` == the bytes held so far (bad_state
+  // otherwise, so a confused resume cannot corrupt the body).
+  virtual std::error_code partial_append(const std::string& peer,
+                                         const std::string& transfer_id,
+                                         uint64_t offset,
+                                         std::string_view bytes) = 0;
+  // not_found when nothing is held; `size` is then 0.
+  virtual std::error_code partial_size(const std::string& peer,
+                                       const std::string& transfer_id,
+                                       uint64_t& size) = 0;
+  virtual std::error_code partial_get(const std::string& peer,
+                                      const std::string& transfer_id,
+                                      std::string& bytes) = 0;
+  virtual std::error_code partial_drop(const std::string& peer,
+                                       const std::string& transfer_id) = 0;
+
+  // Event log.  Transitions, submits and removals log their own events.
+  virtual std::error_code log_event(const QueueId& id, std::string text) = 0;
+  virtual std::error_code events(const QueueId& id,
+                                 std::vector<Event>& out) = 0;
+  virtual std::error_code log_call(CallRecord& rec) = 0;
+  // The newest `limit` calls (0 = all), oldest first.
+  virtual std::error_code calls(size_t limit, std::vector<CallRecord>& out) = 0;
+
+  virtual std::error_code stats(SpoolStats& out) = 0;
 };
 
 }  // namespace ferry::queue
