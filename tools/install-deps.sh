@@ -13,6 +13,10 @@ packages=(
   # run-time helpers and tools the tests drive
   lmdb-utils openssl socat ppp python3 python3-serial swaks tmux
   groff-base iproute2 util-linux procps
+  # ferry-modemsim's interactive fidelity test
+  picocom
+  # fuzz targets (libFuzzer needs clang)
+  clang libclang-rt-14-dev
 )
 
 missing=()
