@@ -1,0 +1,125 @@
+// ferryd - the ferry mail gateway daemon.
+//
+// SYNOPSIS
+//   ferryd [--config FILE]            run in the foreground, log to stderr
+//   ferryd --check-config [--config FILE]
+//   ferryd --version | --help
+//
+// DESCRIPTION
+//   Reads the configuration, the users and aliases files, opens the spool
+//   and serves SMTP on every [listener NAME] until SIGTERM or SIGINT, then
+//   stops gracefully (listeners closed, sessions told 421, messages being
+//   stored finished) and exits 0.  The manual is man/ferryd.8.
+//
+// EXIT STATUS
+//   0 normal stop or valid configuration; 1 configuration or start-up
+//   error (the message names file:line or the object and cause); 2 bad
+//   command line.
+#include <boost/program_options.hpp>
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+#include <string>
+
+#include "gateway/config.h"
+#include "gateway/log.h"
+#include "gateway/policy.h"
+#include "gateway/server.h"
+#include "gateway/users.h"
+#include "queue/spool.h"
+
+#ifndef FERRY_VERSION
+#define FERRY_VERSION "unknown"
+#endif
+
+namespace po = boost::program_options;
+
+namespace {
+
+constexpr const char* kDefaultConfig = "/etc/ferry/ferry.conf";
+
+int fatal(const std::string& what) {
+  ferry::log::line("ferryd", "fatal: " + what);
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  ferry::log::set_program("ferryd");
+
+  po::options_description opts("Options");
+  // clang-format off
+  opts.add_options()
+      ("config,c", po::value<std::string>()->default_value(kDefaultConfig),
+       "configuration file")
+      ("check-config",
+       "validate the configuration, print the effective settings and exit")
+      ("version", "print the version and exit")
+      ("help,h", "print this help and exit");
+  // clang-format on
+  po::variables_map vm;
+  try {
+    po::store(po::parse_command_line(argc, argv, opts), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::fprintf(stderr, "ferryd: %s\n(try ferryd --help)\n", e.what());
+    return 2;
+  }
+  if (vm.count("help")) {
+    std::cout << "Usage: ferryd [--config FILE] [--check-config]\n"
+                 "The ferry store-and-forward mail gateway daemon; runs in "
+                 "the foreground\nand logs to standard error.\n\n"
+              << opts;
+    return 0;
+  }
+  if (vm.count("version")) {
+    std::cout << "ferryd " << FERRY_VERSION << "\n";
+    return 0;
+  }
+
+  // Configuration.
+  std::string path = vm["config"].as<std::string>();
+  ferry::gw::Config cfg;
+  std::string error;
+  if (!ferry::gw::load_config(path, cfg, error)) {
+    if (vm.count("check-config")) {
+      std::fprintf(stderr, "%s\n", error.c_str());
+      return 1;
+    }
+    return fatal(error);
+  }
+  auto users = ferry::gw::Users::load(cfg.local.users_file,
+                                      cfg.local.aliases_file, error);
+  if (!users) {
+    if (vm.count("check-config")) {
+      std::fprintf(stderr, "%s\n", error.c_str());
+      return 1;
+    }
+    return fatal(error);
+  }
+  if (vm.count("check-config")) {
+    std::cout << ferry::gw::describe_effective(cfg);
+    return 0;
+  }
+
+  // The spool, then the service.  The server goes first on the way out:
+  // its sessions may still be waiting for the spool's committer.
+  std::error_code ec;
+  auto spool = ferry::queue::Spool::open(cfg.spool_dir, {}, ec);
+  if (!spool) return fatal("spool " + cfg.spool_dir + ": " + ec.message());
+
+  std::signal(SIGPIPE, SIG_IGN);
+  ferry::gw::Policy policy(cfg, *users);
+  int rc = 0;
+  {
+    ferry::gw::Server server(cfg, *users, policy, *spool);
+    if (!server.start(error)) return fatal(error);
+    ferry::log::line("ferryd",
+                     "started config=" + ferry::log::quote(path) +
+                         " spool=" + ferry::log::quote(cfg.spool_dir));
+    rc = server.run();
+  }
+  spool.reset();
+  return rc;
+}

@@ -1,0 +1,206 @@
+#include "gateway/server.h"
+
+#include <unistd.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/v6_only.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <csignal>
+#include <exception>
+
+#include "gateway/log.h"
+
+namespace ferry::gw {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+bool parse_listen_address(const std::string& text, tcp::endpoint& out,
+                          std::string& error) {
+  std::string host, port;
+  if (!text.empty() && text.front() == '[') {
+    size_t close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() ||
+        text[close + 1] != ':') {
+      error = "expected [IPv6]:port, got '" + text + "'";
+      return false;
+    }
+    host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+  } else {
+    size_t colon = text.rfind(':');
+    if (colon == std::string::npos) {
+      error = "expected address:port, got '" + text + "'";
+      return false;
+    }
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+  }
+  boost::system::error_code ec;
+  auto addr = asio::ip::make_address(host, ec);
+  if (ec) {
+    error = "not an IP address: '" + host + "'";
+    return false;
+  }
+  if (port.empty() || port.size() > 5 ||
+      port.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoul(port) > 65535) {
+    error = "bad port '" + port + "'";
+    return false;
+  }
+  out = tcp::endpoint(addr, static_cast<unsigned short>(std::stoul(port)));
+  return true;
+}
+
+Server::Server(const Config& cfg, const Users& users, const Policy& policy,
+               queue::Spool& spool)
+    : cfg_(cfg) {
+  ctx_.cfg = &cfg;
+  ctx_.users = &users;
+  ctx_.policy = &policy;
+  ctx_.spool = &spool;
+  ctx_.disk = &disk_;
+  ctx_.hostname = cfg.hostname;
+  if (ctx_.hostname.empty()) {
+    char buf[256] = {};
+    if (::gethostname(buf, sizeof buf - 1) == 0) ctx_.hostname = buf;
+    if (ctx_.hostname.empty()) ctx_.hostname = "localhost";
+  }
+}
+
+Server::~Server() { disk_.join(); }
+
+bool Server::start(std::string& error) {
+  // TLS: both files or neither.
+  if (!cfg_.tls.certificate.empty() || !cfg_.tls.key.empty()) {
+    tls_ = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
+    boost::system::error_code ec;
+    tls_->set_options(
+        asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+            asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+            asio::ssl::context::no_tlsv1_1 | asio::ssl::context::single_dh_use,
+        ec);
+    if (!ec) tls_->use_certificate_chain_file(cfg_.tls.certificate, ec);
+    if (ec) {
+      error = "[tls] certificate " + cfg_.tls.certificate + ": " + ec.message();
+      return false;
+    }
+    tls_->use_private_key_file(cfg_.tls.key, asio::ssl::context::pem, ec);
+    if (ec) {
+      error = "[tls] key " + cfg_.tls.key + ": " + ec.message();
+      return false;
+    }
+    ctx_.tls = tls_.get();
+  }
+
+  // Listeners.
+  for (const auto& lc : cfg_.listeners) {
+    tcp::endpoint ep;
+    std::string why;
+    if (!parse_listen_address(lc.address, ep, why)) {
+      error = "[listener " + lc.name + "] address: " + why;
+      listeners_.clear();
+      return false;
+    }
+    auto l = std::make_unique<Listener>(Listener{&lc, tcp::acceptor(io_)});
+    boost::system::error_code ec;
+    l->acceptor.open(ep.protocol(), ec);
+    if (!ec) l->acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec && ep.address().is_v6()) {
+      l->acceptor.set_option(asio::ip::v6_only(true), ec);
+    }
+    if (!ec) l->acceptor.bind(ep, ec);
+    if (!ec) l->acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      error = "[listener " + lc.name + "] " + lc.address + ": " + ec.message();
+      listeners_.clear();
+      return false;
+    }
+    listeners_.push_back(std::move(l));
+  }
+  if (listeners_.empty()) {
+    error = "no [listener NAME] sections: nothing to serve";
+    return false;
+  }
+  return true;
+}
+
+int Server::run() {
+  for (auto& l : listeners_) {
+    auto ep = l->acceptor.local_endpoint();
+    log::line("ferryd", "listening listener=" + log::quote(l->cfg->name) +
+                            " address=" + log::quote(l->cfg->address) +
+                            " port=" + std::to_string(ep.port()) + " mode=" +
+                            (l->cfg->mode == ListenerConfig::Mode::submission
+                                 ? "submission"
+                                 : "relay"));
+    asio::co_spawn(io_, accept_loop(*l), asio::detached);
+  }
+  signals_.add(SIGTERM);
+  signals_.add(SIGINT);
+  signals_.async_wait([this](boost::system::error_code ec, int sig) {
+    if (ec) return;
+    log::line("ferryd", "signal=" + std::to_string(sig) + " stopping");
+    do_stop();
+  });
+  io_.run();
+  log::line("ferryd", "stopped");
+  return 0;
+}
+
+void Server::stop() {
+  asio::post(io_, [this] { do_stop(); });
+}
+
+void Server::do_stop() {
+  if (stopping_) return;
+  stopping_ = true;
+  boost::system::error_code ec;
+  signals_.cancel(ec);
+  for (auto& l : listeners_) l->acceptor.close(ec);
+  for (auto& w : sessions_) {
+    if (auto s = w.lock()) s->stop();
+  }
+}
+
+asio::awaitable<void> Server::accept_loop(Listener& l) {
+  constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+  while (!stopping_) {
+    auto [ec, socket] = co_await l.acceptor.async_accept(kTuple);
+    if (ec == asio::error::operation_aborted || stopping_) break;
+    if (ec) {
+      // EMFILE and friends: say so, pause briefly, carry on.
+      log::line("ferryd", "accept error=" + log::quote(ec.message()));
+      asio::steady_timer t(io_, std::chrono::milliseconds(100));
+      co_await t.async_wait(kTuple);
+      continue;
+    }
+    // Drop sessions that have ended from the registry.
+    for (auto it = sessions_.begin(); it != sessions_.end();) {
+      it = it->expired() ? sessions_.erase(it) : std::next(it);
+    }
+    bool busy = sessions_.size() >= cfg_.smtp.max_sessions;
+    std::string sid = "S" + make_message_id().substr(4);
+    auto session =
+        std::make_shared<SmtpSession>(ctx_, *l.cfg, std::move(socket), sid);
+    sessions_.insert(session);
+    // The lambda (and so the session) lives as long as the coroutine.
+    asio::co_spawn(
+        io_, [session, busy] { return session->run(busy); },
+        [sid](std::exception_ptr e) {
+          if (!e) return;
+          try {
+            std::rethrow_exception(e);
+          } catch (const std::exception& x) {
+            log::line(sid,
+                      std::string("panic exception=") + log::quote(x.what()));
+          }
+        });
+  }
+}
+
+}  // namespace ferry::gw

@@ -1,0 +1,80 @@
+// ferryd's SMTP service: the io_context, the signal set, one acceptor per
+// [listener NAME], the live sessions and the small thread pool that does
+// blocking disk work (Maildir fsyncs, password hashing) for them.
+//
+// Life cycle: construct with the loaded configuration, users, policy and
+// an open spool (all must outlive the Server); start() binds every
+// listener; run() serves until SIGTERM/SIGINT (or stop()), then closes the
+// listeners, asks every session to end (a message being stored is
+// finished first) and returns once the last session is gone.
+//
+// Concurrency: one io_context thread runs every session and acceptor;
+// start() and run() are called from the program's main thread, stop() may
+// be called from any thread.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "gateway/config.h"
+#include "gateway/policy.h"
+#include "gateway/smtp_session.h"
+#include "gateway/users.h"
+#include "queue/spool.h"
+
+namespace ferry::gw {
+
+// Splits "127.0.0.1:25" / "[::1]:587" into an endpoint.  False (and
+// `error`) for anything else; host names are not resolved.
+bool parse_listen_address(const std::string& text,
+                          boost::asio::ip::tcp::endpoint& out,
+                          std::string& error);
+
+class Server {
+ public:
+  Server(const Config& cfg, const Users& users, const Policy& policy,
+         queue::Spool& spool);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Loads the TLS certificate (if [tls] names one) and binds every
+  // listener.  On failure returns false with `error` naming the listener
+  // or file and the cause; nothing is left bound.
+  bool start(std::string& error);
+
+  // Serves until stopped; returns 0 after a graceful stop.
+  int run();
+
+  // Graceful stop (thread-safe).
+  void stop();
+
+ private:
+  struct Listener {
+    const ListenerConfig* cfg;
+    boost::asio::ip::tcp::acceptor acceptor;
+  };
+  boost::asio::awaitable<void> accept_loop(Listener& l);
+  void do_stop();
+
+  const Config& cfg_;
+  boost::asio::io_context io_{1};
+  boost::asio::signal_set signals_{io_};
+  boost::asio::thread_pool disk_{2};
+  std::unique_ptr<boost::asio::ssl::context> tls_;
+  SmtpContext ctx_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::set<std::weak_ptr<SmtpSession>,
+           std::owner_less<std::weak_ptr<SmtpSession>>>
+      sessions_;
+  bool stopping_ = false;
+};
+
+}  // namespace ferry::gw

@@ -1,0 +1,35 @@
+# gateway end-to-end tests: a real ferryd, started by Python test scripts
+# inside a loopback-only network namespace (${FERRY_NETNS_RUN}), talked to
+# by real clients (swaks, smtplib) and raw sockets.  Included from
+# gateway/build.cmake when FERRY_TESTS is on.
+if(TARGET ferryd)
+  find_program(FERRY_PYTHON3 NAMES python3 HINTS /usr/bin)
+  set(_e2e ${CMAKE_SOURCE_DIR}/tests/gateway/e2e)
+  set(_e2e_env
+      FERRYD=$<TARGET_FILE:ferryd>
+      FERRY_SHARED_DIR=${FERRY_SHARED_DIR}
+      FERRY_SOURCE_DIR=${CMAKE_SOURCE_DIR}
+      PYTHONDONTWRITEBYTECODE=1)
+
+  # name | script and arguments | timeout | labels
+  function(ferry_gateway_e2e name timeout labels)
+    add_test(NAME ${name}
+             COMMAND ${FERRY_NETNS_RUN} ${FERRY_PYTHON3} ${ARGN})
+    set_tests_properties(${name} PROPERTIES
+                         TIMEOUT ${timeout}
+                         LABELS "${labels}"
+                         ENVIRONMENT "${_e2e_env}")
+  endfunction()
+
+  ferry_gateway_e2e(gateway_e2e_ferryd_cli 60 "e2e"
+                    ${_e2e}/ferryd_cli_test.py)
+  ferry_gateway_e2e(gateway_e2e_smtp_clients 180 "e2e"
+                    ${_e2e}/smtp_clients_test.py)
+  ferry_gateway_e2e(gateway_e2e_smtp_refusals 180 "e2e"
+                    ${_e2e}/smtp_refusals_test.py
+                    RefusalsTest SessionLimitTest GreetingPauseTest)
+  ferry_gateway_e2e(gateway_e2e_smtp_timeouts 120 "e2e;slow"
+                    ${_e2e}/smtp_refusals_test.py TimeoutTest)
+  ferry_gateway_e2e(gateway_e2e_smtp_corpus 300 "e2e"
+                    ${_e2e}/smtp_corpus_test.py)
+endif()
