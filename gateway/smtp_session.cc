@@ -35,17 +35,6 @@ constexpr unsigned kMaxErrors = 20;
 constexpr unsigned kMaxAuthFailures = 3;
 constexpr size_t kReadChunk = 64 * 1024;
 
-const char kBase36[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
-
-std::string base36(uint64_t v, size_t width) {
-  std::string s(width, '0');
-  for (size_t i = width; i-- > 0;) {
-    s[i] = kBase36[v % 36];
-    v /= 36;
-  }
-  return s;
-}
-
 // RFC 5322 date-time in UTC.
 std::string rfc5322_date() {
   std::time_t t = std::time(nullptr);
@@ -153,15 +142,9 @@ awaitable<std::pair<std::error_code, queue::QueueId>> submit(
 }  // namespace
 
 std::string make_message_id() {
-  // The spool makes ids of the same shape with its own counter from 0;
-  // starting ours half-way round keeps the two apart in practice.
-  static std::atomic<uint64_t> counter{36ull * 36 * 36 * 36 * 36 * 18};
-  auto us = std::chrono::duration_cast<std::chrono::microseconds>(
-                std::chrono::system_clock::now().time_since_epoch())
-                .count();
-  constexpr uint64_t kCounterSpan = 36ull * 36 * 36 * 36 * 36 * 36;
-  return base36(static_cast<uint64_t>(us), 10) +
-         base36(counter.fetch_add(1) % kCounterSpan, 6);
+  // The spool's own generator: the id named in the Received: header, the
+  // Maildir file names and "queued as" is the id the spool record gets.
+  return queue::new_queue_id();
 }
 
 // ---- life cycle ------------------------------------------------------------
@@ -980,6 +963,7 @@ awaitable<void> SmtpSession::deliver() {
     m.ret = tx_.ret;
     m.recipients = std::move(tx_.remote);
     m.body = std::move(tx_.body);
+    m.queue_id = id;
     auto [ec, qid] = co_await submit(*ctx_.spool, std::move(m));  // NOLINT
     if (ec) {
       log::line(id, "spool failed error=" + log::quote(ec.message()));
@@ -996,7 +980,8 @@ awaitable<void> SmtpSession::deliver() {
   log::line(id,
             "from=<" + tx_.sender + "> size=" + std::to_string(size) +
                 " nrcpt=" + std::to_string(nrcpt) + " session=" + id_ +
-                (spool_id.empty() ? std::string() : " spool_id=" + spool_id));
+                (spool_id.empty() || spool_id == id ? std::string()
+                                                     : " spool_id=" + spool_id));
   reply(250, "2.0.0", "Ok: queued as " + id);
 }
 

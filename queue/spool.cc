@@ -40,6 +40,7 @@
 #include <openssl/rand.h>
 #include <stdlib.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 #include <zstd.h>
 
 #include <algorithm>
@@ -305,6 +306,7 @@ struct Prepared {
   std::string stored;  // zstd frame
   std::string xfer_peer, xfer_id;
   QueueId id;          // set by the committer
+  QueueId preset_id;   // NewMessage::queue_id, if given
   QueueId earlier_id;  // set when the transfer id was already received
 };
 
@@ -961,9 +963,25 @@ std::error_code write_message(Core& c, MDB_txn* t, Prepared& p) {
     if (rc != MDB_NOTFOUND) return lm(rc);
   }
 
-  // Record, body, recipients and their index entries.
-  if (auto ec = next_queue_id(c, t, p.id)) return ec;
+  // Record, body, recipients and their index entries.  A preset id that is
+  // somehow taken falls back to one of ours rather than failing the submit.
   p.rec.arrival_us = to_us(Clock::now());
+  bool placed = false;
+  if (!p.preset_id.empty()) {
+    MDB_val k = V(p.preset_id), v;
+    int rc = mdb_get(t, c.db.msg, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+      p.id = p.preset_id;
+      placed = true;
+    } else if (rc != 0) {
+      return lm(rc);
+    } else {
+      c.log(p.preset_id + ": warning: preset queue id in use, assigning another");
+    }
+  }
+  if (!placed) {
+    if (auto ec = next_queue_id(c, t, p.id)) return ec;
+  }
   if (auto ec = put(t, c.db.msg, p.id, records::encode(p.rec), MDB_NOOVERWRITE))
     return ec;
   if (auto ec = put(t, c.db.body, p.id, p.stored)) return ec;
@@ -1694,6 +1712,11 @@ class LmdbSpool final : public Spool {
         (!valid_name(msg.received_transfer_id) ||
          !valid_name(msg.received_from_peer)))
       return E(spool_errc::bad_state);
+    if (!msg.queue_id.empty()) {
+      if (!records::valid_queue_id(msg.queue_id))
+        return E(spool_errc::bad_state);
+      p.preset_id = msg.queue_id;
+    }
     p.rec.ret = msg.ret;
     p.rec.priority = msg.priority;
     p.rec.size = msg.body.size();
@@ -1762,6 +1785,29 @@ std::unique_ptr<Spool> Spool::open(const std::string& dir, const Options& opts,
   }
   registry()[key] = core;
   return std::make_unique<LmdbSpool>(std::move(core), opts.read_only);
+}
+
+QueueId new_queue_id() {
+  // Counter layout (it must stay below 36^6): bit 30 set marks a preset id,
+  // bits 9..29 carry the pid, bits 0..8 count within one microsecond.
+  static std::mutex mu;
+  static uint64_t last_us = 0;
+  static uint32_t n = 0;
+  std::lock_guard<std::mutex> lock(mu);
+  uint64_t us = static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(
+          Clock::now().time_since_epoch())
+          .count());
+  if (us > last_us) {
+    last_us = us;
+    n = 0;
+  } else if (++n >= 512) {
+    ++last_us;
+    n = 0;
+  }
+  uint32_t pid = static_cast<uint32_t>(::getpid()) & 0x1FFFFF;
+  uint32_t ctr = (1u << 30) | (pid << 9) | n;
+  return records::format_queue_id(last_us, ctr);
 }
 
 }  // namespace ferry::queue

@@ -92,7 +92,19 @@ struct NewMessage {
   // same peer and id is dropped in the same transaction.
   std::string received_transfer_id;
   std::string received_from_peer;
+  // Optional: an id from new_queue_id(), so that a Received: header written
+  // before the submit names the id the message will have.  Empty: the spool
+  // assigns one.  If the given id is taken (it should never be), the spool
+  // assigns another and logs it.
+  QueueId queue_id;
 };
+
+// A fresh queue id for NewMessage::queue_id, made without a transaction:
+// the arrival time in microseconds, then a counter that carries this
+// process's id in its high bits, so that processes never collide with each
+// other or with the ids the spool assigns itself (whose counters stay
+// small).  Thread-safe.
+QueueId new_queue_id();
 
 using Clock = std::chrono::system_clock;
 

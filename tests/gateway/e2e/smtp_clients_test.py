@@ -3,6 +3,7 @@
 AUTH PLAIN and LOGIN, pipelining, BDAT, 8-bit and UTF-8 mail, DSN, IPv6,
 Maildir delivery and spooling, graceful stop."""
 
+import re
 import os
 import shutil
 import smtplib
@@ -177,8 +178,14 @@ class SmtpClientsTest(ft.FerrydTestCase):
                                      "ORCPT=rfc822;mixed@" + D],
                        mail_options=["RET=HDRS", "ENVID=env+2B1"])
         self.assertDelivered("alice", MESSAGE)
+        # One queue id from the Received: header to the spool record.
+        received = self.ferryd.wait_maildir("alice", 1)[0]
+        m = re.search(rb"\bid ([0-9A-Z]{16})\b", received)
+        self.assertIsNotNone(m, received[:400])
+        qid = m.group(1).decode()
         log = self.ferryd.log()
-        self.assertRegex(log, r"spool_id=\w+")
+        self.assertRegex(log, qid + r": .*status=queued")
+        self.assertNotIn("spool_id=", log)
 
     # -- swaks -----------------------------------------------------------
 
