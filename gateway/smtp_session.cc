@@ -975,8 +975,11 @@ awaitable<void> SmtpSession::deliver() {
 
   ++messages_;
   size_t nrcpt = tx_.accepted;
+  // body= tells DATA from BDAT (RFC 3030) in the log, so an operator can
+  // see which transfer a peer MTA chose.
   log::line(id_, "queued qid=" + id + " size=" + std::to_string(size) +
-                     " nrcpt=" + std::to_string(nrcpt));
+                     " nrcpt=" + std::to_string(nrcpt) +
+                     (tx_.bdat ? " body=bdat" : " body=data"));
   log::line(id,
             "from=<" + tx_.sender + "> size=" + std::to_string(size) +
                 " nrcpt=" + std::to_string(nrcpt) + " session=" + id_ +

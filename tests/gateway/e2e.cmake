@@ -10,6 +10,12 @@ if(TARGET ferryd)
       FERRY_SHARED_DIR=${FERRY_SHARED_DIR}
       FERRY_SOURCE_DIR=${CMAKE_SOURCE_DIR}
       PYTHONDONTWRITEBYTECODE=1)
+  # Exim is only unpacked (tools/install-deps.sh), not on PATH.
+  find_program(FERRY_EXIM NAMES exim4
+               PATHS /usr/local/lib/ferry/exim4/usr/sbin NO_DEFAULT_PATH)
+  if(FERRY_EXIM)
+    list(APPEND _e2e_env FERRY_EXIM=${FERRY_EXIM})
+  endif()
 
   # name | script and arguments | timeout | labels
   function(ferry_gateway_e2e name timeout labels)
@@ -32,4 +38,11 @@ if(TARGET ferryd)
                     ${_e2e}/smtp_refusals_test.py TimeoutTest)
   ferry_gateway_e2e(gateway_e2e_smtp_corpus 300 "e2e"
                     ${_e2e}/smtp_corpus_test.py)
+  # Real MTAs (Postfix, Exim) relaying to ferryd; Exim's client uses BDAT.
+  ferry_gateway_e2e(gateway_e2e_mta_interop 240 "e2e"
+                    ${_e2e}/mta_interop_test.py)
+  ferry_gateway_e2e(gateway_e2e_relay_tricks 60 "e2e"
+                    ${_e2e}/relay_tricks_test.py)
+  ferry_gateway_e2e(gateway_e2e_local_rules 60 "e2e"
+                    ${_e2e}/local_rules_test.py)
 endif()

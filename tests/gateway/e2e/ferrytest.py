@@ -59,7 +59,8 @@ class Ferryd:
     without TLS), `v6` (::1) when IPv6 loopback exists.
     """
 
-    def __init__(self, smtp=None, greeting_pause="0s", extra=""):
+    def __init__(self, smtp=None, greeting_pause="0s", extra="",
+                 office_networks="127.0.0.0/8, ::1/128"):
         if not FERRYD:
             raise unittest.SkipTest("FERRYD not set")
         self.dir = tempfile.mkdtemp(prefix="ferry-e2e-")
@@ -137,7 +138,7 @@ class Ferryd:
             "aliases_file = " + os.path.join(self.dir, "aliases"),
             "",
             "[rules]",
-            "office_networks = 127.0.0.0/8, ::1/128",
+            "office_networks = " + office_networks,
             extra,
         ]
         self.config = os.path.join(self.dir, "ferry.conf")
