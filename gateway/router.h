@@ -1,0 +1,57 @@
+// Routes: where mail for a domain goes.  Local domains are delivered here
+// ("local"); a domain served by a peer goes to that peer (route name = the
+// peer's name, whether we call it or it calls us and collects -- hold for
+// pickup is simply a peer we never dial); anything else goes to the
+// smarthost when one is configured, else it has no route.  A domain may be
+// listed by several peers: routes_for() gives them in configuration order
+// (the first is preferred; the scheduler tries the next when a route keeps
+// failing), with the smarthost last.
+//
+// Domain entries are lower-case names; an entry starting with '.' matches
+// every subdomain (".example.org" matches "a.example.org", not
+// "example.org").
+//
+// Concurrency: immutable after construction; any thread may call it.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "gateway/policy.h"
+
+namespace ferry::gw {
+
+struct RoutePeer {
+  std::string name;                  // [peer NAME]
+  std::vector<std::string> domains;  // domains this peer serves
+};
+
+struct RouterConfig {
+  std::vector<std::string> local_domains;
+  std::vector<RoutePeer> peers;  // in configuration order
+  bool smarthost = false;        // a smarthost route exists
+};
+
+inline constexpr std::string_view kLocalRoute = "local";
+inline constexpr std::string_view kSmarthostRoute = "smarthost";
+
+class ConfigRouter : public Router {
+ public:
+  explicit ConfigRouter(RouterConfig cfg);
+
+  // "local", a peer name, "smarthost", or empty (no route).
+  std::string route_for(std::string_view domain) const override;
+  // Every route for the domain, preferred first; empty if none.
+  std::vector<std::string> routes_for(std::string_view domain) const;
+  bool is_local(std::string_view domain) const;
+  // Does `peer` serve `domain`?  (ATRN: a peer may collect only its own.)
+  bool peer_serves(std::string_view peer, std::string_view domain) const;
+  const RoutePeer* peer(std::string_view name) const;
+
+ private:
+  static bool matches(std::string_view entry, std::string_view domain);
+  RouterConfig cfg_;
+};
+
+}  // namespace ferry::gw
