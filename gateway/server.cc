@@ -126,6 +126,16 @@ bool Server::start(std::string& error) {
     error = "no [listener NAME] sections: nothing to serve";
     return false;
   }
+
+  // The control socket for ferryctl (gateway/control.h).
+  ControlOptions copts;
+  copts.path = cfg_.control_socket;
+  control_ = std::make_unique<ControlServer>(io_, *ctx_.spool, copts);
+  if (!control_->start(error)) {
+    control_.reset();
+    listeners_.clear();
+    return false;
+  }
   return true;
 }
 
@@ -162,6 +172,7 @@ void Server::do_stop() {
   boost::system::error_code ec;
   signals_.cancel(ec);
   for (auto& l : listeners_) l->acceptor.close(ec);
+  if (control_) control_->stop();
   for (auto& w : sessions_) {
     if (auto s = w.lock()) s->stop();
   }

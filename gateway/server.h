@@ -4,8 +4,9 @@
 //
 // Life cycle: construct with the loaded configuration, users, policy and
 // an open spool (all must outlive the Server); start() binds every
-// listener; run() serves until SIGTERM/SIGINT (or stop()), then closes the
-// listeners, asks every session to end (a message being stored is
+// listener and the control socket (gateway/control.h); run() serves
+// until SIGTERM/SIGINT (or stop()), then closes the listeners and the
+// control socket, asks every session to end (a message being stored is
 // finished first) and returns once the last session is gone.
 //
 // Concurrency: one io_context thread runs every session and acceptor;
@@ -24,6 +25,7 @@
 #include <vector>
 
 #include "gateway/config.h"
+#include "gateway/control.h"
 #include "gateway/policy.h"
 #include "gateway/smtp_session.h"
 #include "gateway/users.h"
@@ -56,6 +58,10 @@ class Server {
   // Graceful stop (thread-safe).
   void stop();
 
+  // The control socket (bound by start()).  Components register their
+  // commands and status sections here between start() and run().
+  ControlServer& control() { return *control_; }
+
  private:
   struct Listener {
     const ListenerConfig* cfg;
@@ -71,6 +77,7 @@ class Server {
   std::unique_ptr<boost::asio::ssl::context> tls_;
   SmtpContext ctx_;
   std::vector<std::unique_ptr<Listener>> listeners_;
+  std::unique_ptr<ControlServer> control_;  // issue 8: ferryctl's socket
   std::set<std::weak_ptr<SmtpSession>,
            std::owner_less<std::weak_ptr<SmtpSession>>>
       sessions_;

@@ -83,7 +83,7 @@ class SmtpServerTest : public ::testing::Test {
     port_ = free_port();
     std::string text =
         "[ferryd]\nhostname = mx.test.example\nspool = " + dir_.path() +
-        "/spool\n"
+        "/spool\ncontrol_socket = " + dir_.path() + "/ctl.sock\n"
         "[listener test]\naddress = 127.0.0.1:" +
         std::to_string(port_) +
         "\n[smtp]\ngreeting_pause = 0s\n"
