@@ -252,6 +252,13 @@ RcptDecision Policy::check_rcpt(const ClientFacts& facts, const PathParse& from,
                         "local address)");
     }
     expand_local(rcpt.box.local, d, 0);
+    if (d.local_users.empty() && d.remote.empty() &&
+        lower_ascii(rcpt.box.local) == "postmaster") {
+      // RFC 5321 4.5.1: mail for postmaster must be accepted.  Without an
+      // alias naming a user it goes to a Maildir of that name under
+      // mail_root (ferryd warns about the missing alias at start-up).
+      d.local_users.push_back("postmaster");
+    }
     if (d.local_users.empty() && d.remote.empty()) {
       return refuse(550, "5.1.1",
                     who +

@@ -137,16 +137,18 @@ class LocalRulesTest(unittest.TestCase):
 
     # KNOWN GAP (policy.cc, not this test's to fix): RFC 5321 4.5.1 says
     # every SMTP server MUST accept mail for "postmaster" (and <Postmaster>
-    # with no domain).  ferryd accepts it only if the aliases file names
-    # a postmaster; this test config has none, and ferryd answers 550
-    # 5.1.1.  Remove expectedFailure when ferryd falls back to a default
-    # (or refuses to start without a postmaster alias).
-    @unittest.expectedFailure
+    # with no domain).  This config names no postmaster in its aliases, so
+    # ferryd keeps such mail in mail_root/postmaster.
     def test_postmaster_is_accepted_without_an_alias(self):
         s = self.smtp()
         self.assertEqual(s.mail("sender@remote.example")[0], 250)
         self.assertReply(s.docmd("RCPT TO:<Postmaster>"), 250, "2.1.5")
         self.assertReply(s.rcpt("postmaster@" + D), 250, "2.1.5")
+        self.assertEqual(s.data(b"Subject: to the postmaster\r\n\r\nhi\r\n")[0],
+                         250)
+        got = self.ferryd.wait_maildir("postmaster", 1)
+        self.assertEqual(len(got), 1)
+        self.assertIn(b"Subject: to the postmaster", got[0])
 
 
 if __name__ == "__main__":
