@@ -98,16 +98,35 @@ int main(int argc, char** argv) {
     }
     return fatal(error);
   }
+  // RFC 5321 4.5.1: postmaster must reach someone.  Without an alias the
+  // mail is kept in mail_root/postmaster (see Policy::check_rcpt).
+  std::string postmaster_note;
+  if (!cfg.local.domains.empty() && users->expand("postmaster").empty()) {
+    postmaster_note = "warning: no alias or user names postmaster; mail "
+                      "for postmaster goes to " +
+                      cfg.local.mail_root +
+                      "/postmaster (add 'postmaster: USER' to the aliases "
+                      "file)";
+  }
   if (vm.count("check-config")) {
+    if (!postmaster_note.empty())
+      std::fprintf(stderr, "%s\n", postmaster_note.c_str());
     std::cout << ferry::gw::describe_effective(cfg);
     return 0;
   }
+  if (!postmaster_note.empty()) ferry::log::line("ferryd", postmaster_note);
 
   // The spool, then the service.  The server goes first on the way out:
   // its sessions may still be waiting for the spool's committer.
   std::error_code ec;
   auto spool = ferry::queue::Spool::open(cfg.spool_dir, {}, ec);
   if (!spool) return fatal("spool " + cfg.spool_dir + ": " + ec.message());
+  // A crash mid-call leaves recipients in flight: they are due again now.
+  size_t requeued = 0;
+  if (auto rq = spool->requeue_in_flight(ferry::queue::Clock::now(), requeued))
+    return fatal("spool " + cfg.spool_dir + ": " + rq.message());
+  if (requeued > 0)
+    ferry::log::line("ferryd", "requeued in_flight=" + std::to_string(requeued));
 
   std::signal(SIGPIPE, SIG_IGN);
   ferry::gw::Policy policy(cfg, *users);
