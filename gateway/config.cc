@@ -448,6 +448,22 @@ constexpr auto kRulesInternalOnlyUsers = [](auto& c, auto*) -> auto& {
   return c.rules.internal_only_users;
 };
 
+constexpr auto kPop3Listen = [](auto& c, auto*) -> auto& {
+  return c.pop3.listen;
+};
+constexpr auto kPop3TrustedLocal = [](auto& c, auto*) -> auto& {
+  return c.pop3.trusted_local;
+};
+constexpr auto kPop3IdleTimeout = [](auto& c, auto*) -> auto& {
+  return c.pop3.idle_timeout;
+};
+constexpr auto kPop3MaxSessions = [](auto& c, auto*) -> auto& {
+  return c.pop3.max_sessions;
+};
+bool is_listen_address(const std::string& item) {
+  return valid_listen_address(item);
+}
+
 const std::array kEntries{
     // [ferryd]
     text_key<kHostname>({"ferryd", "hostname", KeyType::string, "",
@@ -554,6 +570,18 @@ const std::array kEntries{
           "user:size items such as alice:50M",
           set_user_sizes,
           get_user_sizes},
+
+    // [pop3]
+    list_key<kPop3Listen, is_listen_address>(
+        {"pop3", "listen", KeyType::list, "",
+         "addresses to serve POP3 on; empty: no POP3"},
+        "addresses such as 127.0.0.1:110 or [::1]:110"),
+    bool_key<kPop3TrustedLocal>({"pop3", "trusted_local", KeyType::boolean,
+                                 "no", "USER/PASS allowed without TLS"}),
+    seconds_key<kPop3IdleTimeout>({"pop3", "idle_timeout", KeyType::duration,
+                                   "10m", "idle session autologout"}),
+    count_key<kPop3MaxSessions>({"pop3", "max_sessions", KeyType::count, "50",
+                                 "simultaneous POP3 sessions per listener"}),
 };
 
 const std::array<ConfigKey, kEntries.size()> kKeys = [] {
@@ -562,8 +590,8 @@ const std::array<ConfigKey, kEntries.size()> kKeys = [] {
   return keys;
 }();
 
-constexpr std::array<std::string_view, 5> kPlainSections{
-    "ferryd", "smtp", "tls", "local", "rules"};
+constexpr std::array<std::string_view, 6> kPlainSections{
+    "ferryd", "smtp", "tls", "local", "rules", "pop3"};
 constexpr std::array<std::string_view, 3> kNamedSections{"listener", "peer",
                                                          "modem"};
 
@@ -800,6 +828,7 @@ std::string describe_effective(const Config& cfg) {
   section("tls", nullptr);
   section("local", nullptr);
   section("rules", nullptr);
+  section("pop3", nullptr);
   return out;
 }
 

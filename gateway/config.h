@@ -80,6 +80,15 @@ struct RulesConfig {
   std::map<std::string, uint64_t> user_size_limits;  // user -> bytes
 };
 
+// [pop3]: POP3 for office clients (gateway/pop3_server.h).  No listen
+// address: no POP3.
+struct Pop3Config {
+  std::vector<std::string> listen;  // "127.0.0.1:110", "[::1]:110"
+  bool trusted_local = false;       // USER/PASS without TLS
+  std::chrono::seconds idle_timeout{600};  // RFC 1939 autologout
+  unsigned max_sessions = 50;              // per listener
+};
+
 struct Config {
   std::string source;    // file it was read from
   std::string hostname;  // [ferryd] hostname; empty: the system's name
@@ -91,6 +100,7 @@ struct Config {
   TlsConfig tls;
   LocalConfig local;
   RulesConfig rules;
+  Pop3Config pop3;
 };
 
 // Parses the file at `path`.  On success returns true and replaces `out`

@@ -1,10 +1,10 @@
 // The POP3 service: one listener (a bound acceptor, its accept loop and its
 // live sessions) running on an io_context that someone else owns and runs.
-// ferryd's Server starts one per configured POP3 address next to its SMTP
-// listeners; until it does, tests/gateway/pop3_test_server.cc runs it.
+// ferryd's Server (gateway/server.cc) starts one per [pop3] listen address
+// next to its SMTP listeners; tests/gateway/pop3_test_server.cc runs one
+// alone for the POP3 tests.
 //
-// How ferryd wires it in (for the owner of gateway/server.* and
-// gateway/config.*; nothing below exists in config.h yet):
+// How ferryd wires it in (done in server.cc; the keys are in config.h):
 //
 //   Config keys, a new section [pop3] (all optional; no `listen`, no POP3):
 //     listen        list of addresses   default: empty (POP3 off)

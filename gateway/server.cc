@@ -13,6 +13,7 @@
 #include <exception>
 
 #include "gateway/log.h"
+#include "gateway/pickup.h"
 
 namespace ferry::gw {
 
@@ -136,7 +137,96 @@ bool Server::start(std::string& error) {
     listeners_.clear();
     return false;
   }
+
+  // POP3 for office clients, one listener per [pop3] listen address.
+  for (const auto& address : cfg_.pop3.listen) {
+    Pop3Options o;
+    o.name = "pop3";
+    o.address = address;
+    o.trusted_local = cfg_.pop3.trusted_local;
+    o.idle_timeout = cfg_.pop3.idle_timeout;
+    o.max_sessions = cfg_.pop3.max_sessions;
+    o.mail_root = cfg_.local.mail_root;
+    std::string why;
+    auto l = run_pop3_listener(io_, o, *ctx_.users, tls_.get(), &disk_, why);
+    if (!l) {
+      error = "[pop3] listen " + address + ": " + why;
+      pop3_.clear();
+      control_->stop();
+      control_.reset();
+      listeners_.clear();
+      return false;
+    }
+    log::line("ferryd", "listening pop3 address=" + log::quote(address) +
+                            " port=" +
+                            std::to_string(l->local_endpoint().port()));
+    pop3_.push_back(std::move(l));
+  }
+
+  // Mail from ferry-sendmail: "pickup" runs it now; "flush" (sendmail -q)
+  // does the same, but calls cannot be asked for until the dial scheduler
+  // runs in ferryd, and the reply says so.
+  control_->add_command(
+      "pickup",
+      [this](const json::Value&, std::shared_ptr<ControlReply> reply) {
+        run_pickup();
+        reply->done(json::Value(json::Object{}));
+      },
+      "deliver the mail ferry-sendmail left in the spool now");
+  control_->add_command(
+      "flush",
+      [this](const json::Value&, std::shared_ptr<ControlReply> reply) {
+        run_pickup();
+        reply->fail("not_available",
+                    "not available yet: the dial scheduler is not running "
+                    "in this ferryd (mail from ferry-sendmail was picked "
+                    "up)");
+      },
+      "ask for calls now (sendmail -q)");
   return true;
+}
+
+void Server::run_pickup() {
+  if (stopping_) return;
+  if (pickup_running_) {
+    pickup_again_ = true;
+    return;
+  }
+  pickup_running_ = true;
+  // The run blocks on Maildir fsyncs and spool commits: disk pool.
+  asio::post(disk_, [this] {
+    PickupOptions opts;
+    opts.mail_root = cfg_.local.mail_root;
+    PickupResult result;
+    std::error_code ec =
+        process_pickup(*ctx_.spool, *ctx_.policy, opts, result);
+    asio::post(io_, [this, ec, result] {
+      if (ec) {
+        log::line("ferryd", "pickup error=" + log::quote(ec.message()));
+      } else if (result.messages > 0 || result.deferred > 0) {
+        log::line("ferryd",
+                  "pickup messages=" + std::to_string(result.messages) +
+                      " local=" + std::to_string(result.local) +
+                      " resubmitted=" + std::to_string(result.resubmitted) +
+                      " failed=" + std::to_string(result.failed) +
+                      " deferred=" + std::to_string(result.deferred));
+      }
+      pickup_running_ = false;
+      if (pickup_again_) {
+        pickup_again_ = false;
+        run_pickup();
+      }
+    });
+  });
+}
+
+void Server::arm_pickup_timer() {
+  pickup_timer_.expires_after(std::chrono::minutes(1));
+  pickup_timer_.async_wait([this](boost::system::error_code ec) {
+    if (ec || stopping_) return;
+    run_pickup();
+    arm_pickup_timer();
+  });
 }
 
 int Server::run() {
@@ -150,6 +240,8 @@ int Server::run() {
                                  : "relay"));
     asio::co_spawn(io_, accept_loop(*l), asio::detached);
   }
+  run_pickup();
+  arm_pickup_timer();
   signals_.add(SIGTERM);
   signals_.add(SIGINT);
   signals_.async_wait([this](boost::system::error_code ec, int sig) {
@@ -173,6 +265,8 @@ void Server::do_stop() {
   signals_.cancel(ec);
   for (auto& l : listeners_) l->acceptor.close(ec);
   if (control_) control_->stop();
+  for (auto& l : pop3_) l->stop();
+  pickup_timer_.cancel();
   for (auto& w : sessions_) {
     if (auto s = w.lock()) s->stop();
   }

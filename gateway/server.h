@@ -17,6 +17,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <memory>
@@ -27,6 +28,7 @@
 #include "gateway/config.h"
 #include "gateway/control.h"
 #include "gateway/policy.h"
+#include "gateway/pop3_server.h"
 #include "gateway/smtp_session.h"
 #include "gateway/users.h"
 #include "queue/spool.h"
@@ -69,6 +71,10 @@ class Server {
   };
   boost::asio::awaitable<void> accept_loop(Listener& l);
   void do_stop();
+  // Mail left in the spool by ferry-sendmail (gateway/pickup.h): one run at
+  // a time on the disk pool; a request during a run queues one more run.
+  void run_pickup();
+  void arm_pickup_timer();
 
   const Config& cfg_;
   boost::asio::io_context io_{1};
@@ -78,6 +84,10 @@ class Server {
   SmtpContext ctx_;
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::unique_ptr<ControlServer> control_;  // issue 8: ferryctl's socket
+  std::vector<std::unique_ptr<Pop3Listener>> pop3_;  // [pop3] listen
+  boost::asio::steady_timer pickup_timer_{io_};
+  bool pickup_running_ = false;
+  bool pickup_again_ = false;
   std::set<std::weak_ptr<SmtpSession>,
            std::owner_less<std::weak_ptr<SmtpSession>>>
       sessions_;

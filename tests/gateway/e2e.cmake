@@ -7,6 +7,7 @@ if(TARGET ferryd)
   set(_e2e ${CMAKE_SOURCE_DIR}/tests/gateway/e2e)
   set(_e2e_env
       FERRYD=$<TARGET_FILE:ferryd>
+      FERRY_SENDMAIL=$<TARGET_FILE:ferry-sendmail>
       FERRY_SHARED_DIR=${FERRY_SHARED_DIR}
       FERRY_SOURCE_DIR=${CMAKE_SOURCE_DIR}
       PYTHONDONTWRITEBYTECODE=1)
@@ -45,4 +46,7 @@ if(TARGET ferryd)
                     ${_e2e}/relay_tricks_test.py)
   ferry_gateway_e2e(gateway_e2e_local_rules 60 "e2e"
                     ${_e2e}/local_rules_test.py)
+  # POP3 from ferryd's [pop3] listener; ferry-sendmail picked up by ferryd.
+  ferry_gateway_e2e(gateway_e2e_daily_use 90 "e2e"
+                    ${_e2e}/daily_use_test.py)
 endif()
