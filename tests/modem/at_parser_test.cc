@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,10 @@ struct Transcript {
   std::string bytes;    // what the modem sent back
   std::vector<ResultKind> want;
 };
+
+// Names the transcript in test output instead of a byte dump of the struct
+// (which also made every ctest line hundreds of columns wide).
+void PrintTo(const Transcript& t, std::ostream* os) { *os << t.name; }
 
 using K = ResultKind;
 

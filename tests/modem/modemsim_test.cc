@@ -73,6 +73,7 @@ struct FaultCase {
   const char* fault;
   ModemErrc want;
 };
+void PrintTo(const FaultCase& c, std::ostream* os) { *os << c.fault; }
 
 class ModemSimFaultTest : public ModemSimTest,
                           public ::testing::WithParamInterface<FaultCase> {};

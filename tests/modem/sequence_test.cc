@@ -199,6 +199,7 @@ struct DialCase {
   std::string reply;
   ModemErrc want;
 };
+void PrintTo(const DialCase& c, std::ostream* os) { *os << c.name; }
 
 class DialFailureTest : public SequenceTest,
                         public ::testing::WithParamInterface<DialCase> {};

@@ -379,6 +379,9 @@ struct StateCase {
   bool allowed;
   RecipientState to;
 };
+void PrintTo(const StateCase& c, std::ostream* os) {
+  *os << to_string(c.from) << " + " << to_string(c.action);
+}
 
 class TransitionTable : public SpoolTest,
                         public ::testing::WithParamInterface<StateCase> {};
