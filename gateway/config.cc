@@ -17,6 +17,7 @@
 #include <type_traits>
 
 #include "gateway/address.h"
+#include "gateway/files.h"
 #include "gateway/policy.h"
 
 namespace ferry::gw {
@@ -789,18 +790,9 @@ bool parse_config(std::string_view text, std::string_view name, Config& out,
 }
 
 bool load_config(const std::string& path, Config& out, std::string& error) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    error = path + ": cannot open";
-    return false;
-  }
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) {
-    error = path + ": read error";
-    return false;
-  }
-  return parse_config(ss.str(), path, out, error);
+  std::string text;
+  if (!read_text_file(path, text, error)) return false;
+  return parse_config(text, path, out, error);
 }
 
 std::string describe_effective(const Config& cfg) {

@@ -23,22 +23,10 @@
 #include <sstream>
 #include <string>
 
+#include "gateway/files.h"
 #include "gateway/simulate.h"
 
 namespace po = boost::program_options;
-
-namespace {
-
-bool slurp(const std::string& path, std::string& out) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return false;
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  out = ss.str();
-  return true;
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   po::options_description opts("Options");
@@ -83,8 +71,8 @@ int main(int argc, char** argv) {
   // The simulation file.
   std::string path = vm["simfile"].as<std::string>();
   std::string text, error;
-  if (!slurp(path, text)) {
-    std::cerr << "ferry-simulate: cannot read " << path << "\n";
+  if (!ferry::gw::read_text_file(path, text, error)) {
+    std::cerr << "ferry-simulate: " << error << "\n";
     return 1;
   }
   auto cfg = ferry::gw::parse_sim_config(text, error,
@@ -99,8 +87,8 @@ int main(int argc, char** argv) {
   std::vector<ferry::gw::Arrival> trace;
   if (vm.count("trace")) {
     std::string tpath = vm["trace"].as<std::string>();
-    if (!slurp(tpath, text)) {
-      std::cerr << "ferry-simulate: cannot read " << tpath << "\n";
+    if (!ferry::gw::read_text_file(tpath, text, error)) {
+      std::cerr << "ferry-simulate: " << error << "\n";
       return 1;
     }
     auto t = ferry::gw::parse_trace(text, cfg->start, error);

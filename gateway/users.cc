@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "gateway/address.h"
+#include "gateway/files.h"
 
 namespace ferry::gw {
 namespace {
@@ -108,21 +109,6 @@ bool for_each_line(std::string_view text,
   return true;
 }
 
-bool read_file(const std::string& path, std::string& out, std::string& error) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    error = path + ": cannot open";
-    return false;
-  }
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) {
-    error = path + ": read error";
-    return false;
-  }
-  out = ss.str();
-  return true;
-}
 
 std::string where(std::string_view name, int line) {
   return std::string(name) + ":" + std::to_string(line) + ": ";
@@ -282,8 +268,8 @@ std::unique_ptr<Users> Users::load(const std::string& users_file,
                                    const std::string& aliases_file,
                                    std::string& error) {
   std::string users_text, aliases_text;
-  if (!read_file(users_file, users_text, error)) return nullptr;
-  if (!aliases_file.empty() && !read_file(aliases_file, aliases_text, error)) {
+  if (!read_text_file(users_file, users_text, error)) return nullptr;
+  if (!aliases_file.empty() && !read_text_file(aliases_file, aliases_text, error)) {
     return nullptr;
   }
   return parse(users_text, users_file, aliases_text, aliases_file, error);

@@ -356,3 +356,15 @@ TEST(ConfigManPage, EveryDocumentedKeyIsInTheRegistry) {
 
 }  // namespace
 }  // namespace ferry::gw
+
+// Regression: a directory given as the config used to read as an empty
+// file, and a missing file said only "cannot open" without the reason.
+TEST(ConfigFile, LoadErrorsSayWhy) {
+  using namespace ferry::gw;
+  Config c;
+  std::string error;
+  EXPECT_FALSE(load_config("/", c, error));
+  EXPECT_EQ(error, "/: is a directory, not a file");
+  EXPECT_FALSE(load_config("/nonexistent/ferry.conf", c, error));
+  EXPECT_EQ(error, "/nonexistent/ferry.conf: No such file or directory");
+}
