@@ -135,7 +135,10 @@ class ConfigAndExit(simlib.SimCase):
         for args in (["--modem", "A", "--rate", "abc"],
                      ["--modem", "A", "--time-scale", "0"],
                      ["--modem", "A", "--route", "1=tcp:10.0.0.1:25"],
-                     ["--modem", "A:1", "--modem", "B:1"]):
+                     ["--modem", "A:1", "--modem", "B:1"],
+                     # names become file names in --dir
+                     ["--modem", "a b"], ["--modem", ".hidden"],
+                     ["--modem", "../x"]):
             proc = self.start(args)
             out, err = proc.communicate(timeout=10)
             self.assertIn(proc.returncode, (1, 2), args)

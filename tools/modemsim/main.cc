@@ -85,7 +85,12 @@ int main(int argc, char** argv) {
       ModemSpec spec;
       spec.name = m.substr(0, colon);
       if (colon != std::string::npos) spec.number = m.substr(colon + 1);
-      if (spec.name.empty() || spec.name.find('/') != std::string::npos ||
+      // The name becomes a file name in --dir (and NAME.ctl beside it):
+      // letters, digits, '.', '-', '_', not starting with '.'.
+      if (spec.name.empty() || spec.name[0] == '.' ||
+          spec.name.find_first_not_of(
+              "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+              "0123456789._-") != std::string::npos ||
           spec.number.find_first_not_of("0123456789*#") !=
               std::string::npos) {
         return Usage("bad --modem " + m);
