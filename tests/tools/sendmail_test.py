@@ -372,6 +372,17 @@ class SendmailTest(unittest.TestCase):
             self.assertIn(b"usage:", r.stderr, args)
         self.assertEqual(self.dump(), [])
 
+    def test_shapes_smtp_refuses_are_refused_here_too(self):
+        long_line = b"x" * 70000  # over the default max_line_length (64K)
+        for body, why in ((b"Subject: nul\n\na\x00b\n", b"NUL byte"),
+                          (b"Subject: cr\n\na\rb\n", b"carriage return"),
+                          (b"Subject: long\n\n" + long_line + b"\n",
+                           b"max_line_length")):
+            r = self.sendmail(["bob"], data=body)
+            self.assertEqual(r.returncode, EX_DATAERR, why)
+            self.assertIn(why, r.stderr)
+        self.assertEqual(self.dump(), [])
+
     def test_bad_address_and_unknown_user_store_nothing(self):
         r = self.sendmail(["bob", "bad@@address"])
         self.assertEqual(r.returncode, EX_DATAERR)
