@@ -2,7 +2,10 @@
 //
 // The file is INI-style: `key = value` lines, whole-line comments starting
 // with `#` or `;`, sections `[name]` and repeatable named sections
-// `[listener NAME]`, `[peer NAME]`, `[modem NAME]`.  Every key the program
+// `[listener NAME]`, `[peer NAME]`, `[modem NAME]`.  Sections may come in
+// any order: [schedule] defaults apply to every peer wherever they stand,
+// and the cross-checks (routes, lines, identities, addresses) run once the
+// whole file is read.  Every key the program
 // understands is listed once in a registry (section, key, type, default,
 // one-line doc); the reader, `ferryd --check-config` (describe_effective)
 // and the man page test (man/ferry.conf.5) all work from that registry, so
@@ -30,15 +33,33 @@
 // so any number of threads may read it.
 #pragma once
 
+#include <sys/types.h>
+
 #include <chrono>
 #include <cstdint>
 #include <map>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
+#include "gateway/schedule.h"
+#include "modem/profile.h"
+
 namespace ferry::gw {
+
+// The `line` a peer dials through when ferry.conf does not name one: any
+// free [modem NAME] with dial = yes.
+inline constexpr std::string_view kAnyLine = "any";
+
+// The schedule of a peer that ferry.conf says nothing about: schedule.h's
+// defaults, except that `line` is "any" instead of one fixed modem.
+inline PeerSchedule default_peer_schedule() {
+  PeerSchedule s;
+  s.line = std::string(kAnyLine);
+  return s;
+}
 
 struct ListenerConfig {
   std::string name;
@@ -83,10 +104,85 @@ struct RulesConfig {
 // [pop3]: POP3 for office clients (gateway/pop3_server.h).  No listen
 // address: no POP3.
 struct Pop3Config {
-  std::vector<std::string> listen;  // "127.0.0.1:110", "[::1]:110"
-  bool trusted_local = false;       // USER/PASS without TLS
+  std::vector<std::string> listen;         // "127.0.0.1:110", "[::1]:110"
+  bool trusted_local = false;              // USER/PASS without TLS
   std::chrono::seconds idle_timeout{600};  // RFC 1939 autologout
   unsigned max_sessions = 50;              // per listener
+};
+
+// [link]: this ferryd's own identity on calls between ferry peers
+// (gateway/peer_tls.h, gateway/link_session.h), and an optional TCP
+// listener for link sessions (a peer reached by tcp:HOST:PORT dials it).
+struct LinkConfig {
+  std::string certificate;            // PEM path of our Ed25519 certificate
+  std::string key;                    // PEM path of its private key
+  std::vector<std::string> listen;    // "127.0.0.1:7625": answer links here
+  uint64_t chunk_size = 16 << 10;     // BDAT chunk of stored bytes
+  unsigned window_chunks = 4;         // unacknowledged chunks on the line
+  std::chrono::seconds timeout{300};  // longest silence on a link
+};
+
+// [peer NAME]: a sister office, a field laptop, or the provider.
+//
+// How a peer is reached is its schedule's `routes` (PeerSchedule::routes),
+// in order of preference: a phone number (digits and Hayes dial modifiers)
+// dialled on a modem, "tcp:HOST:PORT" (HOST an IP literal), or "direct":
+// the [modem NAME] named by its `line`, a direct serial line (direct =
+// yes).  A peer with dial = no is "hold for pickup": its mail waits until
+// it calls us.
+struct PeerConfig {
+  std::string name;
+  std::vector<std::string> domains;  // domains behind this peer, lower-case
+  bool smarthost = false;            // also the route for every unrouted domain
+  enum class Protocol { ferry, smtp } protocol = Protocol::ferry;
+  bool dial = true;  // false: never called (hold for pickup)
+
+  // ferry peers: how it proves who it is (one of the two, or both).
+  std::string fingerprint;  // sha256:HEX of its link certificate
+  std::string psk_file;     // file holding a TLS 1.3 pre-shared key
+
+  // smtp peers (the provider's MTA).
+  enum class Tls { no, yes, required } smtp_starttls = Tls::yes;
+  std::string smtp_auth_user;           // empty: no AUTH
+  std::string smtp_auth_password_file;  // the password, one line
+  bool atrn = false;  // ask for our domains with ATRN after sending
+
+  // POP3 multidrop collection from the provider (fetchmail style); no
+  // server: no collection.
+  std::string pop3_server;  // HOST:PORT, HOST an IP literal
+  std::string pop3_user;
+  std::string pop3_password_file;
+  Tls pop3_stls = Tls::yes;
+  // Headers that name the envelope recipient, tried in order.
+  std::vector<std::string> pop3_envelope_headers{
+      "delivered-to", "x-original-to", "envelope-to"};
+
+  // Windows, zone, routes, line, triggers, limits, retries, lifetimes:
+  // [schedule] values first, then this section's (set_schedule_key).
+  PeerSchedule schedule = default_peer_schedule();
+  // The schedule keys as given in this section, in file order.
+  std::vector<std::pair<std::string, std::string>> schedule_keys;
+};
+
+// [modem NAME]: one modem on a serial port.
+struct ModemConfig {
+  std::string name;
+  std::string device;  // /dev/ttyS0, /dev/ttyUSB0, or an emulator path
+  bool answer = true;  // answer incoming calls on this modem
+  bool dial = true;    // place calls on it (shared with answering)
+  // A direct serial line (null-modem cable, leased line): no AT commands,
+  // the line is up as soon as the port is open.  Peers reach it with the
+  // route "direct" and line = NAME.
+  bool direct = false;
+  modem::ModemProfile profile;  // profile.name = name
+};
+
+// [schedule]: defaults for every peer's schedule keys, and what senders
+// and the postmaster are told (RFC 3464 notifications).
+struct NotifyConfig {
+  std::string postmaster_copy;  // address copied on every failure DSN
+  uint64_t return_content_limit = 64 << 10;  // whole message up to this,
+                                             // else headers only
 };
 
 struct Config {
@@ -95,12 +191,22 @@ struct Config {
   std::string spool_dir = "/var/spool/ferry";          // [ferryd] spool
   std::string control_socket = "/run/ferry/ctl.sock";  // [ferryd]
   std::string lock_dir = "/var/lock";                  // [ferryd]
+  std::string user;            // [ferryd] user: run as it after start-up
+  std::string control_group;   // [ferryd]; empty: ferryd's own group
+  mode_t control_mode = 0660;  // [ferryd]
   std::vector<ListenerConfig> listeners;
   SmtpConfig smtp;
   TlsConfig tls;
   LocalConfig local;
   RulesConfig rules;
   Pop3Config pop3;
+  LinkConfig link;
+  std::vector<PeerConfig> peers;    // in file order
+  std::vector<ModemConfig> modems;  // in file order
+  // [schedule] schedule keys: the base of every peer's schedule.
+  PeerSchedule schedule_defaults = default_peer_schedule();
+  std::vector<std::pair<std::string, std::string>> schedule_default_keys;
+  NotifyConfig notify;  // [schedule] notification keys
 };
 
 // Parses the file at `path`.  On success returns true and replaces `out`
@@ -118,20 +224,35 @@ bool parse_config(std::string_view text, std::string_view name, Config& out,
 // The output is itself a valid ferry.conf that loads to the same Config.
 std::string describe_effective(const Config&);
 
+// The checks of `ferryd --check-config` that look at the file system
+// (parse_config only looks at the text): [tls] and [link] certificate and
+// key, every peer's psk_file and password files are readable regular
+// files; the parent directories of [ferryd] spool and [local] mail_root
+// exist; every [modem NAME] device exists.  Returns false with `error`
+// naming the section, the key, the path and the cause on the first
+// failure.  Reads files; call it before dropping privileges.
+bool check_files(const Config&, std::string& error);
+
 // --- The key registry -------------------------------------------------
 
 enum class KeyType {
-  string,     // free text
-  path,       // file or directory name
-  size,       // 35M
-  duration,   // 5m
-  boolean,    // yes/no
-  count,      // unsigned integer
-  address,    // listen address host:port, host an IP literal
-  mode,       // relay | submission
-  list,       // comma/blank separated words
-  cidr_list,  // list of CIDR networks
-  user_sizes  // list of user:size
+  string,      // free text
+  path,        // file or directory name
+  size,        // 35M
+  duration,    // 5m
+  boolean,     // yes/no
+  count,       // unsigned integer
+  address,     // listen address host:port, host an IP literal
+  mode,        // relay | submission
+  list,        // comma/blank separated words
+  cidr_list,   // list of CIDR networks
+  user_sizes,  // list of user:size
+  number,      // decimal number such as 0.1
+  file_mode,   // octal permission bits such as 0660
+  choice,      // one word of a fixed set
+  windows,     // call windows (gateway/schedule.h)
+  zone,        // time zone (gateway/schedule.h)
+  times        // times of day, HH:MM
 };
 
 // The name used in messages and the man page ("size", "duration", ...).
