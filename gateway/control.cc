@@ -359,7 +359,8 @@ ControlServer::~ControlServer() {
   // Only the file: the io_context may already be gone with its sockets.
   if (running_ && inode_ != 0) {
     struct stat st {};
-    if (::lstat(opts_.path.c_str(), &st) == 0 && st.st_ino == inode_) {
+    if (inode_ != 0 && ::lstat(opts_.path.c_str(), &st) == 0 &&
+      st.st_ino == inode_) {
       ::unlink(opts_.path.c_str());
     }
   }
@@ -381,6 +382,24 @@ bool ControlServer::start(std::string& error) {
   if (path.empty() || path.size() >= sizeof probe.sun_path) {
     error = "control socket '" + path + "': name empty or too long";
     return false;
+  }
+
+  // Handed over by systemd: owner, group and mode are the unit's.
+  if (opts_.inherited_fd >= 0) {
+    boost::system::error_code ec;
+    acceptor_.assign(stream_protocol(), opts_.inherited_fd, ec);
+    if (ec) {
+      error = "control socket " + path + " (from systemd): " + ec.message();
+      return false;
+    }
+    struct stat sst {};
+    if (!opts_.group && ::stat(path.c_str(), &sst) == 0) group_ = sst.st_gid;
+    inode_ = 0;  // not ours to remove
+    running_ = true;
+    log::line("ferryd", "control socket=" + log::quote(path) +
+                            " from=systemd group=" + std::to_string(group_));
+    asio::co_spawn(io_, accept_loop(), asio::detached);
+    return true;
   }
 
   // The directory: nobody else may be able to swap the socket.
@@ -485,7 +504,8 @@ void ControlServer::stop() {
   }
   conns_.clear();
   struct stat st {};
-  if (::lstat(opts_.path.c_str(), &st) == 0 && st.st_ino == inode_) {
+  if (inode_ != 0 && ::lstat(opts_.path.c_str(), &st) == 0 &&
+      st.st_ino == inode_) {
     ::unlink(opts_.path.c_str());
   }
   inode_ = 0;
@@ -858,9 +878,15 @@ void ControlServer::add_builtin_commands() {
           x["messages_out"] = c.messages_out;
           x["messages_in"] = c.messages_in;
           x["result"] = c.result;
-          // The call record does not carry the line rate yet, and no
-          // tariff is configured: both show as unknown (null).
-          auto eff = line_efficiency(c.bytes_out + c.bytes_in, 0, secs);
+          x["route"] = c.route;
+          x["line_bps"] = c.line_bps > 0 ? Value(c.line_bps) : Value();
+          x["payload_out"] = c.payload_out;
+          x["payload_in"] = c.payload_in;
+          // Message bytes moved over what the line could carry in the
+          // call's time; unknown (null) without the CONNECT rate.  No
+          // tariff is configured anywhere yet, so cost is null.
+          auto eff = line_efficiency(c.payload_out + c.payload_in,
+                                     c.line_bps, secs);
           x["efficiency"] = eff ? Value(*eff) : Value();
           x["cost"] = nullptr;
           out.push_back(std::move(x));

@@ -77,8 +77,13 @@ namespace ferry::gw {
 struct ControlOptions {
   std::string path;    // the socket's file name
   mode_t mode = 0660;  // permission bits set on the socket
-  // Group that may use the socket; nullopt: ferryd's own group.
+  // Group that may use the socket; nullopt: ferryd's own group (or, for
+  // an inherited socket, the socket file's group).
   std::optional<gid_t> group;
+  // A listening socket already bound to `path` (systemd socket
+  // activation, gateway/sd_listen.h): adopted as it is -- no bind, no
+  // chmod, and the file is left in place on stop.  -1: bind it ourselves.
+  int inherited_fd = -1;
 };
 
 class ControlConnection;

@@ -15,15 +15,25 @@
 //   0 normal stop or valid configuration; 1 configuration or start-up
 //   error (the message names file:line or the object and cause); 2 bad
 //   command line.
+#include <pwd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <boost/program_options.hpp>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <iostream>
+#include <memory>
 #include <string>
 
+#include "gateway/clock.h"
 #include "gateway/config.h"
 #include "gateway/log.h"
 #include "gateway/policy.h"
+#include "gateway/privdrop.h"
+#include "gateway/router.h"
 #include "gateway/server.h"
 #include "gateway/users.h"
 #include "queue/spool.h"
@@ -37,6 +47,30 @@ namespace po = boost::program_options;
 namespace {
 
 constexpr const char* kDefaultConfig = "/etc/ferry/ferry.conf";
+
+// Started as root with [ferryd] user set: the spool files root just
+// opened or created, and the control socket it bound, must belong to the
+// user ferryd becomes, or the next start as that user cannot open them.
+void hand_over(const ferry::gw::Config& cfg, const std::string& user) {
+  struct passwd* pw = ::getpwnam(user.c_str());
+  if (pw == nullptr) return;  // drop_privileges() reports it
+  std::error_code ec;
+  auto give = [&](const std::filesystem::path& p) {
+    if (::lchown(p.c_str(), pw->pw_uid, pw->pw_gid) != 0)
+      ferry::log::line("ferryd", "warning: chown " + p.string() + ": " +
+                                     std::strerror(errno));
+  };
+  give(cfg.spool_dir);
+  for (auto it = std::filesystem::recursive_directory_iterator(
+           cfg.spool_dir, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator();
+       it.increment(ec)) {
+    give(it->path());
+  }
+  struct stat st {};
+  if (::lstat(cfg.control_socket.c_str(), &st) == 0 && st.st_uid == 0)
+    give(cfg.control_socket);
+}
 
 int fatal(const std::string& what) {
   ferry::log::line("ferryd", "fatal: " + what);
@@ -55,6 +89,8 @@ int main(int argc, char** argv) {
        "configuration file")
       ("check-config",
        "validate the configuration, print the effective settings and exit")
+      ("clock-scale", po::value<double>(),
+       "testing: the scheduler's clock runs this many times faster")
       ("version", "print the version and exit")
       ("help,h", "print this help and exit");
   // clang-format on
@@ -109,6 +145,11 @@ int main(int argc, char** argv) {
                       "file)";
   }
   if (vm.count("check-config")) {
+    // The files the settings name must be there and readable.
+    if (!ferry::gw::check_files(cfg, error)) {
+      std::fprintf(stderr, "%s\n", error.c_str());
+      return 1;
+    }
     if (!postmaster_note.empty())
       std::fprintf(stderr, "%s\n", postmaster_note.c_str());
     std::cout << ferry::gw::describe_effective(cfg);
@@ -129,11 +170,48 @@ int main(int argc, char** argv) {
     ferry::log::line("ferryd", "requeued in_flight=" + std::to_string(requeued));
 
   std::signal(SIGPIPE, SIG_IGN);
+
+  // Routes: local domains, the peers' domains, and everything else to the
+  // smarthost peer (or the "smarthost" route, where mail waits until one
+  // is configured).
+  ferry::gw::RouterConfig rc_cfg;
+  rc_cfg.local_domains = cfg.local.domains;
+  rc_cfg.smarthost = true;
+  for (const auto& p : cfg.peers) {
+    rc_cfg.peers.push_back({p.name, p.domains});
+    if (p.smarthost) rc_cfg.smarthost_route = p.name;
+  }
+  ferry::gw::ConfigRouter router(rc_cfg);
   ferry::gw::Policy policy(cfg, *users);
+  policy.set_router(&router);
+
+  // The scheduler's clock: the system's, or sped up for tests.
+  std::unique_ptr<ferry::gw::ScaledClock> scaled;
+  const ferry::gw::Clock* clock = &ferry::gw::SystemClock::instance();
+  if (vm.count("clock-scale")) {
+    double f = vm["clock-scale"].as<double>();
+    if (!(f > 0 && f <= 1e6)) {
+      std::fprintf(stderr, "ferryd: --clock-scale must be above 0\n");
+      return 2;
+    }
+    scaled = std::make_unique<ferry::gw::ScaledClock>(
+        ferry::gw::SysClock::now(), f);
+    clock = scaled.get();
+  }
+
   int rc = 0;
   {
     ferry::gw::Server server(cfg, *users, policy, *spool);
+    if (!cfg.peers.empty() || !cfg.modems.empty() || !cfg.link.listen.empty())
+      server.enable_calls(router, *clock, {});
     if (!server.start(error)) return fatal(error);
+    // Ports are bound and the control socket exists: give up root for
+    // good ([ferryd] user; a no-op when started as that user already).
+    if (!cfg.user.empty()) {
+      if (::geteuid() == 0) hand_over(cfg, cfg.user);
+      if (!ferry::gw::drop_privileges(cfg.user, error)) return fatal(error);
+      ferry::log::line("ferryd", "running as user=" + cfg.user);
+    }
     ferry::log::line("ferryd",
                      "started config=" + ferry::log::quote(path) +
                          " spool=" + ferry::log::quote(cfg.spool_dir));

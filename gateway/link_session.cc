@@ -152,6 +152,19 @@ struct LinkSession::Impl {
   uint64_t read_gen = 0;
   bool timed_out = false;
   CallResult res;
+  LinkSession::ProgressFn progress_fn;
+  LinkProgress prog;
+  uint64_t line_bps = 0;
+  std::string route;
+
+  void report(std::string_view phase) {
+    if (!progress_fn) return;
+    prog.phase = std::string(phase);
+    prog.bytes_out = t->bytes_out() + wbuf.size();
+    prog.bytes_in = t->bytes_in();
+    prog.messages_in = res.messages_in;
+    progress_fn(prog);
+  }
 
   void fail(std::error_code e, std::string text) {
     if (!ec) {
@@ -278,11 +291,13 @@ struct LinkSession::Impl {
     auto start = std::chrono::steady_clock::now();
     auto wall_start = queue::Clock::now();
     sid = "link-" + (peer.empty() ? std::string("in") : peer);
+    report("login");
     if (role == Role::caller) {
       co_await run_caller();
     } else {
       co_await run_answerer();
     }
+    report("hangup");
     t->close();
 
     // Summary.
@@ -315,6 +330,10 @@ struct LinkSession::Impl {
       rec.messages_out = res.messages_out;
       rec.messages_in = res.messages_in;
       rec.result = res.result;
+      rec.line_bps = line_bps;
+      rec.payload_out = res.message_bytes_out;
+      rec.payload_in = res.message_bytes_in;
+      rec.route = route;
       if (auto e = ctx.spool->log_call(rec)) {
         log("warning: cannot record the call: " + e.message());
       }
@@ -402,9 +421,23 @@ struct LinkSession::Impl {
         co_return false;
       }
       tls_on = true;
+      log("tls=TLSv1.3 peer=" + peer);
+      // In TLS 1.3 the answerer checks our certificate after our side of
+      // the handshake is done: a refusal arrives as an alert on the first
+      // read.  Anything failing before the EHLO reply is that refusal.
+      if (!co_await ehlo(ext)) {
+        // A TLS alert (category "asio.ssl") is a refusal; a drop of the
+        // line (end of stream, carrier lost, truncation) is not.
+        if (std::string_view(ec.category().name()) != "asio.ssl")
+          co_return false;
+        res.result = "auth failed";
+        log("auth=failed reason=" + ferry::log::quote(
+                                       "the peer refused our credentials (" +
+                                       why + ")"));
+        co_return false;
+      }
       authenticated = true;
-      log("tls=TLSv1.3 auth=ok peer=" + peer);
-      if (!co_await ehlo(ext)) co_return false;
+      log("auth=ok peer=" + peer);
     }
     if (std::find(ext.begin(), ext.end(), "XFERRY-OFFER") == ext.end()) {
       fail(protocol_error(), "peer does not offer XFERRY-OFFER");
@@ -479,7 +512,11 @@ struct LinkSession::Impl {
       ferry::log::line(m.id, "warning: cannot record delivery: " + e.message());
     }
     m.settled = true;
-    if (delivered) ++res.messages_out;
+    if (delivered) {
+      ++res.messages_out;
+      res.message_bytes_out += m.info.size;
+    }
+    ++prog.messages_done;
     ferry::log::line(m.id, "peer=" + peer + " tid=" + m.tid +
                                " bytes=" + std::to_string(m.stored.size()) +
                                " result=" + result +
@@ -493,6 +530,12 @@ struct LinkSession::Impl {
     std::vector<Out> batch;
     if (!load_batch(batch)) co_return false;
     if (batch.empty()) co_return true;
+    prog.messages_total = static_cast<uint32_t>(batch.size());
+    prog.messages_done = 0;
+    prog.payload_total = 0;
+    prog.payload_done = 0;
+    for (const Out& m : batch) prog.payload_total += m.stored.size();
+    report("sending");
 
     // Offers: one round trip for the whole batch.
     for (const Out& m : batch) {
@@ -644,6 +687,8 @@ struct LinkSession::Impl {
         }
         send(std::string_view(m.stored).substr(off, n));
         res.body_bytes_out += n;
+        prog.payload_done += n;
+        report("sending");
         ++chunks_out;
         expects.push_back({last ? Expect::last : Expect::chunk, i});
         off += n;
@@ -1139,6 +1184,8 @@ struct LinkSession::Impl {
       return;
     }
     ++res.messages_in;
+    res.message_bytes_in += in.size;
+    report("receiving");
     ferry::log::line(qid, tag + " result=received");
 
     // Local delivery: idempotent Maildir names from the queue id.
@@ -1217,6 +1264,14 @@ LinkSession::LinkSession(const LinkContext& ctx,
     : impl_(std::make_unique<Impl>(ctx, std::move(t), role, std::move(peer))) {}
 
 LinkSession::~LinkSession() = default;
+
+void LinkSession::set_progress(ProgressFn fn) {
+  impl_->progress_fn = std::move(fn);
+}
+void LinkSession::set_line_bps(uint64_t bps) { impl_->line_bps = bps; }
+void LinkSession::set_route(std::string route) {
+  impl_->route = std::move(route);
+}
 
 asio::awaitable<CallResult> LinkSession::run() {
   co_await impl_->run();

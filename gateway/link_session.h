@@ -287,15 +287,30 @@ struct CallResult {
   uint32_t messages_out = 0, messages_in = 0;
   uint64_t body_bytes_out = 0;  // stored bytes we sent in BDAT chunks
   uint64_t body_bytes_in = 0;   // stored bytes we received in BDAT chunks
+  // Message bytes (as the senders' SIZE: uncompressed) of the messages
+  // delivered each way; the call record's payload.
+  uint64_t message_bytes_out = 0, message_bytes_in = 0;
   // Raw bytes we had written when our first message byte went out
   // (handshakes, EHLO, offers, commands); 0 if we sent no message.
   uint64_t overhead_out = 0;
   std::chrono::milliseconds duration{0};
 };
 
+// Where a call stands, for `ferryctl dial --wait` (gateway/control.h's
+// progress events).  Byte counts are raw line bytes so far; the payload
+// counts are stored (compressed) message bytes of the batch being sent.
+struct LinkProgress {
+  std::string phase;  // "login", "sending", "receiving", "hangup"
+  uint64_t bytes_out = 0, bytes_in = 0;
+  uint32_t messages_done = 0, messages_total = 0;  // sending
+  uint64_t payload_done = 0, payload_total = 0;    // sending
+  uint32_t messages_in = 0;                        // receiving
+};
+
 class LinkSession {
  public:
   enum class Role { caller, answerer };
+  using ProgressFn = std::function<void(const LinkProgress&)>;
 
   // `peer` names the peer we called (caller); empty for the answerer.
   LinkSession(const LinkContext& ctx, std::unique_ptr<LinkTransport> t,
@@ -303,6 +318,15 @@ class LinkSession {
   ~LinkSession();
   LinkSession(const LinkSession&) = delete;
   LinkSession& operator=(const LinkSession&) = delete;
+
+  // Called on the session's executor at each step (after every chunk
+  // sent, message settled or received).  Set before run().
+  void set_progress(ProgressFn fn);
+  // The line's rate (the modem's CONNECT speed), recorded in the call
+  // record so `ferryctl calls` can show line efficiency.  0: unknown.
+  void set_line_bps(uint64_t bps);
+  // The number or address dialled, recorded in the call record.
+  void set_route(std::string route);
 
   // Runs the whole call and closes the transport.  Never throws.
   asio::awaitable<CallResult> run();

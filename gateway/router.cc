@@ -40,7 +40,7 @@ std::vector<std::string> ConfigRouter::routes_for(
       }
     }
   }
-  if (cfg_.smarthost) out.emplace_back(kSmarthostRoute);
+  if (cfg_.smarthost) out.push_back(cfg_.smarthost_route);
   return out;
 }
 

@@ -22,6 +22,9 @@
 
 namespace ferry::gw {
 
+inline constexpr std::string_view kLocalRoute = "local";
+inline constexpr std::string_view kSmarthostRoute = "smarthost";
+
 struct RoutePeer {
   std::string name;                  // [peer NAME]
   std::vector<std::string> domains;  // domains this peer serves
@@ -31,10 +34,11 @@ struct RouterConfig {
   std::vector<std::string> local_domains;
   std::vector<RoutePeer> peers;  // in configuration order
   bool smarthost = false;        // a smarthost route exists
+  // Its route name: the [peer NAME] marked smarthost, else "smarthost"
+  // (mail waits there until a smarthost is configured).
+  std::string smarthost_route = std::string(kSmarthostRoute);
 };
 
-inline constexpr std::string_view kLocalRoute = "local";
-inline constexpr std::string_view kSmarthostRoute = "smarthost";
 
 class ConfigRouter : public Router {
  public:

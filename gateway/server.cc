@@ -1,5 +1,7 @@
 #include "gateway/server.h"
 
+#include <grp.h>
+
 #include <unistd.h>
 
 #include <boost/asio/as_tuple.hpp>
@@ -13,6 +15,7 @@
 #include <exception>
 
 #include "gateway/log.h"
+#include "gateway/sd_listen.h"
 #include "gateway/pickup.h"
 
 namespace ferry::gw {
@@ -131,6 +134,26 @@ bool Server::start(std::string& error) {
   // The control socket for ferryctl (gateway/control.h).
   ControlOptions copts;
   copts.path = cfg_.control_socket;
+  copts.mode = cfg_.control_mode;
+  if (!cfg_.control_group.empty()) {
+    struct group* g = ::getgrnam(cfg_.control_group.c_str());
+    if (g == nullptr) {
+      error = "[ferryd] control_group: no group named '" +
+              cfg_.control_group + "'";
+      listeners_.clear();
+      return false;
+    }
+    copts.group = g->gr_gid;
+  }
+  {
+    std::string why;
+    copts.inherited_fd = inherited_unix_listener(cfg_.control_socket, why);
+    if (copts.inherited_fd < 0 && !why.empty()) {
+      error = why;
+      listeners_.clear();
+      return false;
+    }
+  }
   control_ = std::make_unique<ControlServer>(io_, *ctx_.spool, copts);
   if (!control_->start(error)) {
     control_.reset();
@@ -163,9 +186,27 @@ bool Server::start(std::string& error) {
     pop3_.push_back(std::move(l));
   }
 
+  // Calls (gateway/calls.h): modems, link listeners, dial/why/status.
+  if (router_ != nullptr) {
+    CallManagerHooks hooks = hooks_;
+    auto after = hooks.after_call;
+    hooks.after_call = [this, after] {
+      if (after) after();
+    };
+    calls_ = std::make_unique<CallManager>(io_, cfg_, *ctx_.spool, *router_,
+                                           *ctx_.users, *clock_, hooks);
+    if (!calls_->start(*control_, error)) {
+      calls_.reset();
+      pop3_.clear();
+      control_->stop();
+      control_.reset();
+      listeners_.clear();
+      return false;
+    }
+  }
+
   // Mail from ferry-sendmail: "pickup" runs it now; "flush" (sendmail -q)
-  // does the same, but calls cannot be asked for until the dial scheduler
-  // runs in ferryd, and the reply says so.
+  // does the same and asks for calls to every peer with mail.
   control_->add_command(
       "pickup",
       [this](const json::Value&, std::shared_ptr<ControlReply> reply) {
@@ -177,14 +218,30 @@ bool Server::start(std::string& error) {
       "flush",
       [this](const json::Value&, std::shared_ptr<ControlReply> reply) {
         run_pickup();
-        reply->fail("not_available",
-                    "not available yet: the dial scheduler is not running "
-                    "in this ferryd (mail from ferry-sendmail was picked "
-                    "up)");
+        if (!calls_) {
+          reply->fail("not_available",
+                      "no peers are configured in this ferryd, so there is "
+                      "nobody to call (mail from ferry-sendmail was picked "
+                      "up)");
+          return;
+        }
+        json::Value v;
+        v["peers"] = static_cast<uint64_t>(calls_->flush());
+        reply->done(std::move(v));
       },
-      "ask for calls now (sendmail -q)");
+      "deliver mail from ferry-sendmail and ask for calls now (sendmail "
+      "-q)");
   return true;
 }
+
+void Server::enable_calls(const ConfigRouter& router, const Clock& clock,
+                          CallManagerHooks hooks) {
+  router_ = &router;
+  clock_ = &clock;
+  hooks_ = std::move(hooks);
+}
+
+void Server::post(std::function<void()> fn) { asio::post(io_, std::move(fn)); }
 
 void Server::run_pickup() {
   if (stopping_) return;
@@ -212,6 +269,7 @@ void Server::run_pickup() {
                       " deferred=" + std::to_string(result.deferred));
       }
       pickup_running_ = false;
+      if (calls_ && result.resubmitted > 0) calls_->poke();
       if (pickup_again_) {
         pickup_again_ = false;
         run_pickup();
@@ -242,6 +300,7 @@ int Server::run() {
   }
   run_pickup();
   arm_pickup_timer();
+  if (calls_) calls_->run();
   signals_.add(SIGTERM);
   signals_.add(SIGINT);
   signals_.async_wait([this](boost::system::error_code ec, int sig) {
@@ -267,6 +326,7 @@ void Server::do_stop() {
   if (control_) control_->stop();
   for (auto& l : pop3_) l->stop();
   pickup_timer_.cancel();
+  if (calls_) calls_->stop();
   for (auto& w : sessions_) {
     if (auto s = w.lock()) s->stop();
   }

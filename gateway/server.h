@@ -25,10 +25,13 @@
 #include <string>
 #include <vector>
 
+#include "gateway/calls.h"
+#include "gateway/clock.h"
 #include "gateway/config.h"
 #include "gateway/control.h"
 #include "gateway/policy.h"
 #include "gateway/pop3_server.h"
+#include "gateway/router.h"
 #include "gateway/smtp_session.h"
 #include "gateway/users.h"
 #include "queue/spool.h"
@@ -48,6 +51,18 @@ class Server {
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
+
+  // Calls: the router and the scheduler's clock for the call manager
+  // (gateway/calls.h).  Call before start(); without it ferryd places
+  // and answers no calls.  Both must outlive the Server.
+  void enable_calls(const ConfigRouter& router, const Clock& clock,
+                    CallManagerHooks hooks);
+
+  // Runs `fn` on the server's io_context (thread-safe).
+  void post(std::function<void()> fn);
+
+  // The call manager, once start() succeeded with calls enabled.
+  CallManager* calls() { return calls_.get(); }
 
   // Loads the TLS certificate (if [tls] names one) and binds every
   // listener.  On failure returns false with `error` naming the listener
@@ -85,6 +100,10 @@ class Server {
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::unique_ptr<ControlServer> control_;  // issue 8: ferryctl's socket
   std::vector<std::unique_ptr<Pop3Listener>> pop3_;  // [pop3] listen
+  const ConfigRouter* router_ = nullptr;
+  const Clock* clock_ = nullptr;
+  CallManagerHooks hooks_;
+  std::unique_ptr<CallManager> calls_;
   boost::asio::steady_timer pickup_timer_{io_};
   bool pickup_running_ = false;
   bool pickup_again_ = false;

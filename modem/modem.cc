@@ -411,8 +411,13 @@ asio::awaitable<CallResult> Modem::wait_for_call(ms max_wait) {
       co_return result;
     }
   }
-  log(std::string("event=listen answer=") + (modem_answers ? "modem" : "host") +
-      " rings=" + std::to_string(wanted));
+  // A daemon waits in short slices between dial-outs: say it once.
+  if (!listen_logged_) {
+    log(std::string("event=listen answer=") +
+        (modem_answers ? "modem" : "host") + " rings=" +
+        std::to_string(wanted));
+    listen_logged_ = true;
+  }
 
   // Leftover lines may hold RINGs that came during earlier commands.
   while (auto r = parser_.next())
@@ -491,6 +496,7 @@ asio::awaitable<CallResult> Modem::wait_for_call(ms max_wait) {
 
 void Modem::enter_data_mode(const ConnectInfo&) {
   online_ = true;
+  listen_logged_ = false;
   lost_ = false;
   dcd_seen_ = false;
   bytes_in_ = bytes_out_ = 0;

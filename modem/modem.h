@@ -228,6 +228,7 @@ class Modem {
 
   bool online_ = false;
   bool lost_ = false;      // carrier lost during this call
+  bool listen_logged_ = false;  // "event=listen" said since the last call
   bool dcd_seen_ = false;  // DCD was up during this call
   bool owes_lf_ = false;   // first data byte may be CONNECT's LF
   unsigned call_ = 0;      // call counter, for the carrier watcher

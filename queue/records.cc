@@ -205,6 +205,10 @@ std::string encode(const CallRecord& r) {
   w.u32(r.messages_in);
   w.str(r.peer);
   w.str(r.result);
+  w.u64(r.line_bps);
+  w.u64(r.payload_out);
+  w.u64(r.payload_in);
+  w.str(r.route);
   return std::move(w.bytes());
 }
 
@@ -219,6 +223,12 @@ std::error_code decode(std::string_view in, CallRecord& r) {
   r.messages_in = rd.u32();
   r.peer = rd.str();
   r.result = rd.str();
+  if (!rd.at_end()) {  // fields added later; older records stop here
+    r.line_bps = rd.u64();
+    r.payload_out = rd.u64();
+    r.payload_in = rd.u64();
+    r.route = rd.str();
+  }
   return finish(rd);
 }
 

@@ -44,7 +44,9 @@
 // ReceivedRecord v1:  u8 1, i64 received-us, str queue id.
 // EventRecord v1:  u8 1, i64 time-us, str text.
 // CallRecordV v1:  u8 1, i64 start-us, i64 end-us, u64 bytes_out,
-//   u64 bytes_in, u32 messages_out, u32 messages_in, str peer, str result.
+//   u64 bytes_in, u32 messages_out, u32 messages_in, str peer, str result,
+//   then (written since session 2, absent in older records) u64 line_bps,
+//   u64 payload_out, u64 payload_in, str route.
 //
 // Recipient states and transitions (Action in spool.h):
 //

@@ -222,6 +222,10 @@ struct CallRecord {
   uint32_t messages_out = 0;
   uint32_t messages_in = 0;
   std::string result;  // "ok", "busy", "no carrier", ...
+  uint64_t line_bps = 0;     // the line's rate (CONNECT speed); 0 unknown
+  uint64_t payload_out = 0;  // message bytes sent (as stored) this call
+  uint64_t payload_in = 0;   // message bytes received (as stored)
+  std::string route;         // the number or address used, if any
 };
 
 struct SpoolStats {

@@ -8,6 +8,8 @@ if(TARGET ferryd)
   set(_e2e_env
       FERRYD=$<TARGET_FILE:ferryd>
       FERRY_SENDMAIL=$<TARGET_FILE:ferry-sendmail>
+      FERRYCTL=$<TARGET_FILE:ferryctl>
+      FERRY_MODEMSIM=$<TARGET_FILE:ferry-modemsim>
       FERRY_SHARED_DIR=${FERRY_SHARED_DIR}
       FERRY_SOURCE_DIR=${CMAKE_SOURCE_DIR}
       PYTHONDONTWRITEBYTECODE=1)
@@ -49,4 +51,9 @@ if(TARGET ferryd)
   # POP3 from ferryd's [pop3] listener; ferry-sendmail picked up by ferryd.
   ferry_gateway_e2e(gateway_e2e_daily_use 90 "e2e"
                     ${_e2e}/daily_use_test.py)
+  # Two ferryd processes calling each other over ferry-modemsim.
+  ferry_gateway_e2e(gateway_e2e_calls 300 "e2e"
+                    ${_e2e}/calls_test.py SchedulerCallTest StrangerTest)
+  ferry_gateway_e2e(gateway_e2e_calls_faults 400 "e2e;slow"
+                    ${_e2e}/calls_test.py BusyTest DropTest)
 endif()

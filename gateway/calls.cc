@@ -1,0 +1,930 @@
+// The call manager (see calls.h).
+
+#include "gateway/calls.h"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <unistd.h>
+
+#include <chrono>
+
+#include "gateway/files.h"
+#include "gateway/log.h"
+#include "gateway/server.h"
+#include "modem/error.h"
+#include "modem/modem.h"
+
+namespace ferry::gw {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using json::Value;
+
+namespace {
+
+constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+constexpr std::chrono::seconds kTick{1};
+// How long a modem listens for RING before it looks for a dial request.
+constexpr std::chrono::milliseconds kListenSlice{2000};
+// A modem that cannot be opened is tried again after this long.
+constexpr std::chrono::seconds kReopen{30};
+// After a completed call the peer is left alone this long (calls.h).
+constexpr std::chrono::seconds kSettle{60};
+
+std::string host_name() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) == 0 && buf[0] != '\0') return buf;
+  return "ferry";
+}
+
+bool is_tcp_route(std::string_view r) { return r.rfind("tcp:", 0) == 0; }
+
+int64_t epoch(SysTime t) {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             t.time_since_epoch())
+      .count();
+}
+
+// The outcome word ferryctl maps to its exit status (control.h).
+std::string outcome_word(const std::optional<FailureClass>& f,
+                         uint32_t moved) {
+  if (!f) return "ok";
+  switch (*f) {
+    case FailureClass::busy:
+      return "busy";
+    case FailureClass::no_answer:
+    case FailureClass::no_carrier:
+      return "no_answer";
+    case FailureClass::no_dialtone:
+      return "line_down";
+    case FailureClass::auth_failed:
+      return "auth_failed";
+    case FailureClass::dropped:
+    case FailureClass::protocol_error:
+      return moved > 0 ? "partial" : "failed";
+    default:
+      return "failed";
+  }
+}
+
+}  // namespace
+
+struct CallManager::ActiveCall {
+  std::string peer;  // empty until an answered caller is known
+  json::Value last;  // the last progress event
+  std::vector<std::shared_ptr<ControlReply>> watchers;
+  std::function<void()> cancel;  // hang up / close now
+  uint64_t speed = 0;
+};
+
+struct CallManager::Peer {
+  const PeerConfig* cfg = nullptr;
+  PeerSchedule sched;
+  PeerState st;
+  Decision last;
+  bool decided = false;
+  bool manual = false;  // `ferryctl dial`: call now
+  bool flush = false;   // `flush`: thresholds met
+  // The last call failed: its retry is due after the backoff whatever
+  // the thresholds say (they were met when that call was decided).
+  bool retry = false;
+  std::vector<std::shared_ptr<ControlReply>> waiting;  // dial requests
+  std::shared_ptr<ActiveCall> call;
+  std::optional<SysTime> settle_until;
+};
+
+struct CallManager::ModemSlot {
+  explicit ModemSlot(asio::io_context& io) : wake(io) {}
+  const ModemConfig* cfg = nullptr;
+  std::unique_ptr<modem::Modem> m;
+  LineState line;
+  std::string state = "closed";
+  uint64_t speed = 0;
+  std::string peer;
+  Peer* dial_peer = nullptr;  // a call the scheduler asked for
+  size_t dial_route = 0;
+  asio::steady_timer wake;
+};
+
+CallManager::CallManager(asio::io_context& io, const Config& cfg,
+                         queue::Spool& spool, const ConfigRouter& router,
+                         const Users& users, const Clock& clock,
+                         CallManagerHooks hooks)
+    : io_(io),
+      cfg_(cfg),
+      spool_(spool),
+      router_(router),
+      users_(users),
+      clock_(clock),
+      hooks_(std::move(hooks)) {
+  tcp_line_.name = "tcp";
+  for (const PeerConfig& pc : cfg_.peers) {
+    auto p = std::make_unique<Peer>();
+    p->cfg = &pc;
+    p->sched = pc.schedule;
+    p->sched.name = pc.name;
+    p->st.routes.resize(p->sched.routes.size());
+    peers_.push_back(std::move(p));
+  }
+  for (const ModemConfig& mc : cfg_.modems) {
+    auto s = std::make_unique<ModemSlot>(io_);
+    s->cfg = &mc;
+    s->line.name = mc.name;
+    modems_.push_back(std::move(s));
+  }
+}
+
+CallManager::~CallManager() = default;
+
+bool CallManager::start(ControlServer& control, std::string& error) {
+  // Our identity and the peers' pins (gateway/peer_tls.h).
+  bool need_tls = false;
+  std::vector<PinnedPeer> pins;
+  for (const PeerConfig& pc : cfg_.peers) {
+    if (pc.protocol != PeerConfig::Protocol::ferry) continue;
+    need_tls = true;
+    if (!pc.fingerprint.empty()) {
+      pins.push_back({pc.name, normalize_fingerprint(pc.fingerprint)});
+    }
+  }
+  if (need_tls || !cfg_.link.listen.empty()) {
+    PeerIdentity me;
+    if (cfg_.link.certificate.empty() || cfg_.link.key.empty()) {
+      error = "[link] certificate and key are needed for ferry peers";
+      return false;
+    }
+    if (!read_text_file(cfg_.link.certificate, me.cert_pem, error) ||
+        !read_text_file(cfg_.link.key, me.key_pem, error)) {
+      error = "[link] " + error;
+      return false;
+    }
+    tls_client_ = PeerTls::make(me, pins, false, error);
+    if (tls_client_) tls_server_ = PeerTls::make(me, pins, true, error);
+    if (!tls_client_ || !tls_server_) {
+      error = "[link] certificate " + cfg_.link.certificate + ": " + error;
+      return false;
+    }
+  }
+  link_ctx_.spool = &spool_;
+  link_ctx_.router = &router_;
+  link_ctx_.users = &users_;
+  link_ctx_.mail_root = cfg_.local.mail_root;
+  link_ctx_.tls_client = tls_client_.get();
+  link_ctx_.tls_server = tls_server_.get();
+  link_ctx_.options.hostname =
+      cfg_.hostname.empty() ? host_name() : cfg_.hostname;
+  link_ctx_.options.chunk_size = cfg_.link.chunk_size;
+  link_ctx_.options.window_chunks = cfg_.link.window_chunks;
+  link_ctx_.options.timeout = cfg_.link.timeout;
+  link_ctx_.options.max_message_size = cfg_.smtp.max_message_size;
+  link_ctx_.options.atrn_domains = cfg_.local.domains;
+  link_ctx_.on_failed = hooks_.on_failed;
+
+  // Link listeners.
+  for (const std::string& address : cfg_.link.listen) {
+    tcp::endpoint ep;
+    std::string why;
+    if (!parse_listen_address(address, ep, why)) {
+      error = "[link] listen " + address + ": " + why;
+      acceptors_.clear();
+      return false;
+    }
+    auto a = std::make_unique<tcp::acceptor>(io_);
+    boost::system::error_code ec;
+    a->open(ep.protocol(), ec);
+    if (!ec) a->set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec) a->bind(ep, ec);
+    if (!ec) a->listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      error = "[link] listen " + address + ": " + ec.message();
+      acceptors_.clear();
+      return false;
+    }
+    log::line("ferryd", "listening link address=" + log::quote(address) +
+                            " port=" +
+                            std::to_string(a->local_endpoint().port()));
+    acceptors_.push_back(std::move(a));
+  }
+  register_commands(control);
+  return true;
+}
+
+void CallManager::run() {
+  for (auto& s : modems_) asio::co_spawn(io_, modem_loop(*s), asio::detached);
+  for (auto& a : acceptors_)
+    asio::co_spawn(io_, link_accept_loop(*a), asio::detached);
+  asio::co_spawn(io_, tick_loop(), asio::detached);
+}
+
+void CallManager::stop() {
+  if (stopping_) return;
+  stopping_ = true;
+  tick_.cancel();
+  boost::system::error_code ec;
+  for (auto& a : acceptors_) a->close(ec);
+  for (auto& s : modems_) s->wake.cancel();
+  for (auto& w : incoming_) {
+    if (auto c = w.lock(); c && c->cancel) c->cancel();
+  }
+  for (auto& p : peers_) {
+    if (p->call && p->call->cancel) p->call->cancel();
+    for (auto& w : p->waiting)
+      w->fail("failed", "ferryd is stopping; no call was placed");
+    p->waiting.clear();
+  }
+}
+
+void CallManager::poke() {
+  if (stopping_) return;
+  tick_.cancel();  // the loop evaluates at once
+}
+
+// ---- the scheduler tick ------------------------------------------------
+
+asio::awaitable<void> CallManager::tick_loop() {
+  while (!stopping_) {
+    evaluate();
+    tick_.expires_after(kTick);
+    co_await tick_.async_wait(kTuple);
+  }
+}
+
+LineState& CallManager::line_for(Peer& p) {
+  for (const std::string& r : p.sched.routes) {
+    if (is_tcp_route(r)) continue;
+    if (ModemSlot* s = pick_modem(p)) return s->line;
+    for (auto& s : modems_) {
+      if (p.sched.line == "any" || s->cfg->name == p.sched.line)
+        return s->line;
+    }
+  }
+  return tcp_line_;
+}
+
+CallManager::ModemSlot* CallManager::pick_modem(const Peer& p) {
+  for (auto& s : modems_) {
+    if (!s->cfg->dial) continue;
+    if (p.sched.line != "any" && s->cfg->name != p.sched.line) continue;
+    if (s->m && s->state == "idle" && s->dial_peer == nullptr &&
+        !s->line.out_of_service)
+      return s.get();
+  }
+  return nullptr;
+}
+
+void CallManager::evaluate() {
+  if (stopping_) return;
+  SysTime now = clock_.now();
+  std::vector<queue::RouteStats> stats;
+  if (auto ec = spool_.route_stats(stats)) {
+    log::line("ferryd", "scheduler error=" + log::quote(ec.message()));
+    return;
+  }
+  for (auto& pp : peers_) {
+    Peer& p = *pp;
+    note_time(p.sched, p.st, now);
+    if (p.call) continue;  // in a call now
+    QueueSummary q;
+    for (const auto& s : stats) {
+      if (s.route == p.cfg->name) q = summarize(s);
+    }
+    if (!p.cfg->dial) {
+      p.last = Decision{};
+      p.last.reason = "hold for pickup: mail waits until " + p.cfg->name +
+                      " calls us";
+      p.decided = true;
+      continue;
+    }
+    if (p.sched.routes.empty()) {
+      p.last = Decision{};
+      p.last.reason = "no routes configured";
+      p.decided = true;
+      continue;
+    }
+    LineState& line = line_for(p);
+    PeerSchedule sched = p.sched;
+    if (p.manual || p.flush) {
+      // Call now: thresholds, windows and the settling pause do not
+      // apply; backoff and a stopped peer still do for a flush.
+      sched.triggers.min_messages = p.manual ? 0 : 1;
+      sched.triggers.min_bytes = 0;
+      sched.windows = CallWindows();
+    } else if (p.retry && q.messages > 0) {
+      // A retry: any queued message is enough; windows still apply.
+      sched.triggers.min_messages = 1;
+      sched.triggers.min_bytes = 0;
+    }
+    Decision d;
+    if (p.manual) {
+      d.call = true;
+      d.reason = "asked for by ferryctl dial";
+      for (size_t i = 0; i < sched.routes.size(); ++i) {
+        if (p.st.routes[i].not_before <= now) {
+          d.route_index = i;
+          break;
+        }
+      }
+      d.route = sched.routes[d.route_index];
+      d.hang_up_by = now + sched.limits.max_call;
+    } else {
+      d = decide(sched, p.st, line, q, now);
+      if (p.flush && !d.call && q.messages == 0) p.flush = false;
+    }
+    if (d.call && !p.manual && !p.flush && p.settle_until &&
+        now < *p.settle_until) {
+      d.call = false;
+      d.next = *p.settle_until;
+      d.reason = "settling after the last call";
+    }
+    bool changed = !p.decided || d.call != p.last.call ||
+                   d.reason != p.last.reason;
+    p.last = d;
+    p.decided = true;
+    if (!d.call) {
+      if (changed)
+        log::line(p.cfg->name,
+                  "event=decide call=no reason=" + log::quote(d.reason));
+      continue;
+    }
+    // A call: find the way out.
+    const std::string& route = d.route;
+    ModemSlot* slot = nullptr;
+    if (!is_tcp_route(route)) {
+      slot = pick_modem(p);
+      if (slot == nullptr) {
+        if (changed)
+          log::line(p.cfg->name, "event=decide call=wait reason=" +
+                                     log::quote("no free modem"));
+        p.last.call = false;
+        p.last.reason = "waiting for a free modem (" + d.reason + ")";
+        continue;
+      }
+    }
+    log::line(p.cfg->name, "event=decide call=yes route=" +
+                               log::quote(route) +
+                               " reason=" + log::quote(d.reason));
+    p.manual = false;
+    p.flush = false;
+    p.call = std::make_shared<ActiveCall>();
+    p.call->peer = p.cfg->name;
+    for (auto& w : p.waiting) p.call->watchers.push_back(w);
+    p.waiting.clear();
+    if (slot != nullptr) {
+      slot->dial_peer = &p;
+      slot->dial_route = d.route_index;
+      slot->state = "dialling";
+      slot->peer = p.cfg->name;
+      slot->wake.cancel();
+    } else {
+      asio::co_spawn(io_, place_call(p, d.route_index, nullptr),
+                     asio::detached);
+    }
+  }
+}
+
+// ---- calls ------------------------------------------------------------
+
+void CallManager::emit(ActiveCall& call, Value event) {
+  event["peer"] = call.peer;
+  if (call.speed > 0 && !event.has("speed")) event["speed"] = call.speed;
+  call.last = event;
+  for (auto& w : call.watchers) {
+    if (!w->finished() && w->client_connected()) w->progress(event);
+  }
+}
+
+asio::awaitable<void> CallManager::place_call(Peer& p, size_t route_index,
+                                              ModemSlot* slot) {
+  std::shared_ptr<ActiveCall> call = p.call;
+  const std::string route = p.sched.routes.at(route_index);
+  CallOutcome out;
+  out.route_index = route_index;
+  out.start = clock_.now();
+  auto wall_start = queue::Clock::now();
+  std::string result, text;
+  uint32_t moved = 0;
+  uint64_t bps = 0;
+
+  Value ev;
+  ev["phase"] = "dialling";
+  ev["text"] = "dialling " + route;
+  emit(*call, ev);
+
+  std::unique_ptr<LinkTransport> transport;
+  tcp::socket sock(io_);
+  bool connected = false;
+  if (slot == nullptr) {
+    // tcp:HOST:PORT
+    tcp::endpoint ep;
+    std::string why;
+    if (!parse_listen_address(route.substr(4), ep, why)) {
+      out.failure = FailureClass::config_error;
+      out.reply = "bad route " + route + ": " + why;
+    } else {
+      asio::steady_timer limit(io_, std::chrono::seconds(60));
+      limit.async_wait([&sock](boost::system::error_code e) {
+        if (!e) sock.close();
+      });
+      auto [ec] = co_await sock.async_connect(ep, kTuple);
+      limit.cancel();
+      if (ec) {
+        out.failure = FailureClass::no_answer;
+        out.reply = ec.message();
+      } else {
+        connected = true;
+        call->cancel = [&sock] {
+          boost::system::error_code ignored;
+          sock.close(ignored);
+        };
+        transport = make_link_transport(sock);
+      }
+    }
+  } else {
+    slot->state = "dialling";
+    std::string number = route;
+    modem::CallResult r = co_await slot->m->dial(number);
+    if (!r) {
+      out.failure = classify_modem_error(r.ec);
+      if (!out.failure) out.failure = FailureClass::protocol_error;
+      out.reply = r.result_text.empty() ? r.ec.message() : r.result_text;
+      if (r.ec == modem::ModemErrc::not_responding ||
+          r.ec == modem::ModemErrc::port_io) {
+        slot->m->close();
+        slot->m.reset();
+      }
+    } else {
+      connected = true;
+      bps = r.connect.speed;
+      slot->speed = bps;
+      slot->state = "connected";
+      call->speed = bps;
+      modem::Modem* m = slot->m.get();
+      call->cancel = [this, m] {
+        asio::co_spawn(io_, m->hangup(), asio::detached);
+      };
+      transport = make_link_transport(slot->m->stream());
+    }
+  }
+
+  if (connected) {
+    out.connected = true;
+    Value c;
+    c["phase"] = "connected";
+    c["text"] = bps > 0 ? "connected at " + std::to_string(bps) + " bit/s"
+                        : "connected";
+    emit(*call, c);
+    // The longest call: hang up when it is reached.
+    asio::steady_timer limit(io_);
+    limit.expires_after(p.sched.limits.max_call);
+    limit.async_wait([call](boost::system::error_code e) {
+      if (!e && call->cancel) call->cancel();
+    });
+    LinkSession session(link_ctx_, std::move(transport),
+                        LinkSession::Role::caller, p.cfg->name);
+    session.set_line_bps(bps);
+    session.set_route(route);
+    auto t0 = std::chrono::steady_clock::now();
+    session.set_progress([this, call, t0](const LinkProgress& lp) {
+      Value e;
+      e["phase"] = lp.phase;
+      e["bytes_out"] = lp.bytes_out;
+      e["bytes_in"] = lp.bytes_in;
+      if (lp.phase == "sending") {
+        e["messages_done"] = lp.messages_done;
+        e["messages_total"] = lp.messages_total;
+        double secs = std::chrono::duration<double>(
+                          std::chrono::steady_clock::now() - t0)
+                          .count();
+        if (secs > 0.5 && lp.payload_done > 0) {
+          double rate = static_cast<double>(lp.payload_done) / secs;
+          e["rate"] = static_cast<uint64_t>(rate);
+          if (lp.payload_total >= lp.payload_done && rate > 0)
+            e["eta"] = static_cast<uint64_t>(
+                static_cast<double>(lp.payload_total - lp.payload_done) /
+                rate);
+        }
+      } else if (lp.phase == "receiving") {
+        e["messages_in"] = lp.messages_in;
+      }
+      emit(*call, std::move(e));
+    });
+    CallResult res = co_await session.run();
+    limit.cancel();
+    call->cancel = nullptr;
+    moved = res.messages_out + res.messages_in;
+    out.reply = res.result;
+    if (res.result == "auth failed") {
+      out.failure = FailureClass::auth_failed;
+    } else if (res.ec) {
+      out.failure = res.ec == std::errc::protocol_error
+                        ? FailureClass::protocol_error
+                        : FailureClass::dropped;
+    }
+    result = res.result;
+    text = "sent " + std::to_string(res.messages_out) + ", received " +
+           std::to_string(res.messages_in) + " messages; " +
+           std::to_string(res.bytes_out) + " bytes out, " +
+           std::to_string(res.bytes_in) + " in";
+    if (slot != nullptr && slot->m) {
+      co_await slot->m->hangup();
+    } else {
+      boost::system::error_code ignored;
+      sock.close(ignored);
+    }
+  } else {
+    // The dial failed: the session never ran, so the record is ours.
+    result = out.failure ? std::string(to_string(*out.failure)) : "failed";
+    text = "call failed: " + out.reply;
+    queue::CallRecord rec;
+    rec.peer = p.cfg->name;
+    rec.start = wall_start;
+    rec.end = queue::Clock::now();
+    rec.result = result;
+    rec.route = route;
+    if (auto e = spool_.log_call(rec))
+      log::line(p.cfg->name,
+                "warning: cannot record the call: " + e.message());
+  }
+  if (slot != nullptr) {
+    slot->state = slot->m ? "idle" : "closed";
+    slot->speed = 0;
+    slot->peer.clear();
+  }
+  out.end = clock_.now();
+  finish_call(p, out, outcome_word(out.failure, moved), text);
+}
+
+void CallManager::finish_call(Peer& p, const CallOutcome& out,
+                              const std::string& outcome,
+                              const std::string& text) {
+  LineState* line = &tcp_line_;
+  const std::string& route = p.sched.routes.at(out.route_index);
+  if (!is_tcp_route(route)) {
+    for (auto& s : modems_) {
+      if (s->peer == p.cfg->name || s->dial_peer == &p) line = &s->line;
+    }
+    if (line == &tcp_line_) line = &line_for(p);
+  }
+  OutcomeEffect eff = record_outcome(p.sched, p.st, *line, out, rng_);
+  log::line(p.cfg->name, "event=call route=" + log::quote(route) +
+                             " outcome=" + outcome + " " + eff.log);
+  if (eff.tell_postmaster)
+    log::line(p.cfg->name,
+              "postmaster: " + log::quote(eff.postmaster_text));
+  p.retry = out.failure.has_value();
+  if (!out.failure) {
+    auto gap = std::max<std::chrono::seconds>(kSettle, p.sched.limits.min_gap);
+    p.settle_until = out.end + gap;
+  }
+  if (p.call) {
+    Value result;
+    result["outcome"] = outcome;
+    result["text"] = p.cfg->name + ": " + text;
+    for (auto& w : p.call->watchers) {
+      if (!w->finished()) w->done(result);
+    }
+  }
+  p.call.reset();
+  if (hooks_.after_call) hooks_.after_call();
+  poke();
+}
+
+// ---- modems and answering ------------------------------------------------
+
+asio::awaitable<void> CallManager::modem_loop(ModemSlot& slot) {
+  const std::string id = "modem " + slot.cfg->name;
+  while (!stopping_) {
+    if (!slot.m) {
+      slot.state = "opening";
+      // (Named arguments, not temporaries, in the co_await: g++ 12
+      // destroys temporaries of a co_await expression twice.)
+      modem::LogFn logfn = [](std::string_view l) {
+        log::line("ferryd", l);
+      };
+      std::string device = slot.cfg->device;
+      modem::ModemProfile profile = slot.cfg->profile;
+      std::string lock_dir = cfg_.lock_dir;
+      modem::Modem::OpenResult opened = co_await modem::Modem::open(
+          io_.get_executor(), device, profile, lock_dir, logfn);
+      std::error_code ec = opened.ec;
+      if (ec) {
+        slot.state = "unavailable";
+        log::line(id, "event=open error=" + log::quote(ec.message()) +
+                          " retry_in=" + std::to_string(kReopen.count()) +
+                          "s");
+        if (slot.dial_peer != nullptr) {
+          Peer& p = *slot.dial_peer;
+          slot.dial_peer = nullptr;
+          CallOutcome out;
+          out.route_index = slot.dial_route;
+          out.start = out.end = clock_.now();
+          out.failure = classify_modem_error(ec);
+          if (!out.failure) out.failure = FailureClass::port_unavailable;
+          out.reply = ec.message();
+          finish_call(p, out, "failed", "modem " + slot.cfg->name + ": " +
+                                            ec.message());
+        }
+        slot.wake.expires_after(kReopen);
+        co_await slot.wake.async_wait(kTuple);
+        continue;
+      }
+      slot.m = std::move(opened.modem);
+      slot.state = "idle";
+      poke();
+    }
+    if (slot.dial_peer != nullptr) {
+      Peer& p = *slot.dial_peer;
+      size_t idx = slot.dial_route;
+      co_await place_call(p, idx, &slot);
+      slot.dial_peer = nullptr;
+      continue;
+    }
+    if (slot.cfg->answer) {
+      modem::CallResult r = co_await slot.m->wait_for_call(kListenSlice);
+      if (stopping_) break;
+      if (r) {
+        slot.state = "connected";
+        slot.speed = r.connect.speed;
+        auto call = std::make_shared<ActiveCall>();
+        call->speed = r.connect.speed;
+        modem::Modem* m = slot.m.get();
+        call->cancel = [this, m] {
+          asio::co_spawn(io_, m->hangup(), asio::detached);
+        };
+        std::unique_ptr<LinkTransport> t =
+            make_link_transport(slot.m->stream());
+        std::string where = "modem " + slot.cfg->name;
+        co_await answer_session(std::move(t), where, r.connect.speed, call);
+        if (slot.m) co_await slot.m->hangup();
+        slot.state = "idle";
+        slot.speed = 0;
+        slot.peer.clear();
+        continue;
+      }
+      if (r.ec == modem::ModemErrc::no_call) continue;
+      log::line(id, "event=answer error=" + log::quote(r.ec.message()));
+      if (r.ec == modem::ModemErrc::not_responding ||
+          r.ec == modem::ModemErrc::port_io ||
+          r.ec == modem::ModemErrc::port_unavailable) {
+        slot.m->close();
+        slot.m.reset();
+      }
+      continue;
+    }
+    slot.state = "idle";
+    slot.wake.expires_after(std::chrono::hours(1));
+    co_await slot.wake.async_wait(kTuple);
+  }
+  if (slot.m) {
+    if (slot.m->online()) co_await slot.m->hangup();
+    slot.m->close();
+    slot.m.reset();
+  }
+  slot.state = "closed";
+}
+
+asio::awaitable<void> CallManager::link_accept_loop(tcp::acceptor& acceptor) {
+  while (!stopping_) {
+    auto [ec, sock] = co_await acceptor.async_accept(kTuple);
+    if (ec == asio::error::operation_aborted || stopping_) break;
+    if (ec) {
+      log::line("ferryd", "link accept error=" + log::quote(ec.message()));
+      asio::steady_timer t(io_, std::chrono::milliseconds(100));
+      co_await t.async_wait(kTuple);
+      continue;
+    }
+    auto s = std::make_shared<tcp::socket>(std::move(sock));
+    std::string where = "tcp";
+    boost::system::error_code e2;
+    auto ep = s->remote_endpoint(e2);
+    if (!e2) where = "tcp " + ep.address().to_string();
+    asio::co_spawn(
+        io_,
+        [this, s, where]() -> asio::awaitable<void> {
+          auto call = std::make_shared<ActiveCall>();
+          call->cancel = [s] {
+            boost::system::error_code ignored;
+            s->close(ignored);
+          };
+          std::unique_ptr<LinkTransport> t = make_link_transport(*s);
+          co_await answer_session(std::move(t), where, 0, call);
+        },
+        asio::detached);
+  }
+}
+
+asio::awaitable<void> CallManager::answer_session(
+    std::unique_ptr<LinkTransport> t, std::string where, uint64_t bps,
+    std::shared_ptr<ActiveCall> call) {
+  log::line("ferryd", "event=answer via=" + log::quote(where));
+  incoming_.push_back(call);  // so that stop() can hang it up
+  LinkSession session(link_ctx_, std::move(t), LinkSession::Role::answerer,
+                      "");
+  session.set_line_bps(bps);
+  CallResult res = co_await session.run();
+  // A call a peer placed to us counts as a successful exchange with it
+  // (lifetimes count missed opportunities from the last success).
+  if (!res.peer.empty() && !res.ec) {
+    for (auto& p : peers_) {
+      if (p->cfg->name == res.peer) p->st.last_success = clock_.now();
+    }
+  }
+  call->cancel = nullptr;
+  std::erase_if(incoming_, [](const std::weak_ptr<ActiveCall>& w) {
+    return w.expired();
+  });
+  if (hooks_.after_call) hooks_.after_call();
+  poke();
+}
+
+// ---- the control socket ------------------------------------------------
+
+void CallManager::register_commands(ControlServer& control) {
+  control.add_command(
+      "dial",
+      [this](const Value& args, std::shared_ptr<ControlReply> r) {
+        dial_command(args, std::move(r));
+      },
+      "call a peer now (args: peer, wait); streams progress");
+  control.add_command(
+      "why",
+      [this](const Value& args, std::shared_ptr<ControlReply> r) {
+        std::string name = args["peer"].as_string();
+        for (auto& p : peers_) {
+          if (p->cfg->name != name) continue;
+          SysTime now = clock_.now();
+          Value v;
+          v["peer"] = name;
+          if (p->call) {
+            v["calling"] = true;
+            v["text"] = name + ": in a call now";
+          } else if (!p->decided) {
+            v["calling"] = false;
+            v["text"] = name + ": not decided yet (ferryd just started)";
+          } else if (!p->cfg->dial || p->sched.routes.empty()) {
+            v["calling"] = false;
+            v["text"] = name + ": not calling: " + p->last.reason;
+          } else {
+            v["calling"] = p->last.call;
+            v["text"] = why_line(p->sched, p->last, now);
+          }
+          v["reason"] = p->last.reason;
+          v["next_call"] = p->last.next ? Value(epoch(*p->last.next)) : Value();
+          if (p->st.last_failure) {
+            v["last_failure"] = std::string(to_string(*p->st.last_failure));
+            v["last_reply"] = p->st.last_reply;
+          }
+          if (p->st.stopped) v["stopped"] = p->st.stopped_reason;
+          r->done(std::move(v));
+          return;
+        }
+        r->fail("not_found", "no peer '" + name + "' in the configuration");
+      },
+      "why a peer was or was not called, and the next call (args: peer)");
+  control.add_status_provider("modems", [this] { return modems_status(); });
+  control.add_status_provider("peers", [this] { return peers_status(); });
+}
+
+size_t CallManager::flush() {
+  size_t n = 0;
+  for (auto& p : peers_) {
+    if (p->cfg->dial && !p->sched.routes.empty()) {
+      p->flush = true;
+      ++n;
+    }
+  }
+  poke();
+  return n;
+}
+
+void CallManager::dial_command(const Value& args,
+                               std::shared_ptr<ControlReply> reply) {
+  std::string name = args["peer"].as_string();
+  bool wait = args["wait"].is_bool() && args["wait"].as_bool();
+  Peer* peer = nullptr;
+  for (auto& p : peers_) {
+    if (p->cfg->name == name) peer = p.get();
+  }
+  if (peer == nullptr) {
+    reply->fail("not_found", "no peer '" + name + "' in the configuration");
+    return;
+  }
+  if (peer->sched.routes.empty()) {
+    reply->fail("bad_state", name + " has no routes to call (it calls us: "
+                                    "hold for pickup)");
+    return;
+  }
+  if (peer->call) {
+    // Attach to the call already under way.
+    if (!wait) {
+      Value v;
+      v["outcome"] = "ok";
+      v["text"] = name + ": a call is already in progress";
+      reply->done(std::move(v));
+      return;
+    }
+    if (!peer->call->last.is_null()) reply->progress(peer->call->last);
+    peer->call->watchers.push_back(std::move(reply));
+    return;
+  }
+  peer->manual = true;
+  if (wait) {
+    peer->waiting.push_back(std::move(reply));
+  } else {
+    Value v;
+    v["outcome"] = "ok";
+    v["text"] = name + ": call requested";
+    reply->done(std::move(v));
+  }
+  poke();
+}
+
+Value CallManager::modems_status() const {
+  Value arr = json::Array{};
+  for (const auto& s : modems_) {
+    Value m;
+    m["name"] = s->cfg->name;
+    m["device"] = s->cfg->device;
+    std::string state = s->state;
+    if (state == "idle" && s->cfg->answer) state = "idle (answering)";
+    if (s->line.out_of_service) state = "out of service";
+    m["state"] = state;
+    m["speed"] = s->speed > 0 ? Value(s->speed) : Value();
+    m["peer"] = s->peer.empty() ? Value() : Value(s->peer);
+    arr.array().push_back(std::move(m));
+  }
+  return arr;
+}
+
+Value CallManager::peers_status() {
+  SysTime now = clock_.now();
+  std::vector<queue::RouteStats> stats;
+  spool_.route_stats(stats);
+  std::vector<queue::CallRecord> calls;
+  spool_.calls(0, calls);
+  Value arr = json::Array{};
+  auto add = [&](const std::string& name, const Peer* p) {
+    Value v;
+    v["name"] = name;
+    v["messages"] = uint64_t{0};
+    v["recipients"] = uint64_t{0};
+    v["bytes"] = uint64_t{0};
+    v["stored_bytes"] = uint64_t{0};
+    v["oldest_age"] = Value();
+    for (const auto& s : stats) {
+      if (s.route != name) continue;
+      v["messages"] = s.messages;
+      v["recipients"] = s.recipients;
+      v["bytes"] = s.bytes;
+      v["stored_bytes"] = s.stored_bytes;
+      v["oldest"] = epoch(s.oldest);
+      v["oldest_age"] = static_cast<int64_t>(
+          std::chrono::duration_cast<std::chrono::seconds>(now - s.oldest)
+              .count());
+    }
+    if (p != nullptr) {
+      v["in_call"] = p->call != nullptr;
+      v["next_call"] =
+          p->last.next ? Value(epoch(*p->last.next)) : Value();
+      v["next_call_reason"] =
+          p->call ? std::string("in a call now") : p->last.reason;
+    } else {
+      v["next_call"] = Value();
+      v["next_call_reason"] = "not a configured peer";
+    }
+    for (auto c = calls.rbegin(); c != calls.rend(); ++c) {
+      if (c->peer != name) continue;
+      v["last_call"]["start"] = epoch(c->start);
+      v["last_call"]["result"] = c->result;
+      break;
+    }
+    arr.array().push_back(std::move(v));
+  };
+  for (const auto& p : peers_) add(p->cfg->name, p.get());
+  // Routes with mail that no [peer] section names (a removed peer, the
+  // smarthost route without a peer): shown so nothing hides.
+  for (const auto& s : stats) {
+    if (s.route == kLocalRoute || s.route == "pickup") continue;
+    bool known = false;
+    for (const auto& p : peers_) known |= p->cfg->name == s.route;
+    if (!known) add(s.route, nullptr);
+  }
+  return arr;
+}
+
+std::optional<CallManager::RouteLife> CallManager::route_life(
+    const std::string& route, SysTime arrival) const {
+  for (const auto& p : peers_) {
+    if (p->cfg->name != route) continue;
+    RouteLife l;
+    l.lifetime = p->sched.lifetime;
+    l.missed = missed_since(p->st, arrival);
+    l.next_call = p->last.next;
+    return l;
+  }
+  return std::nullopt;
+}
+
+}  // namespace ferry::gw
