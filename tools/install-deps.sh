@@ -22,6 +22,9 @@ packages=(
   # Postfix (installed without a system instance, see below) and the
   # libraries of Exim, which is only unpacked (see below)
   postfix libidn12
+  # a real POP3 server (the provider's mailbox) for
+  # tests/gateway/e2e/pop3_fetch_test.cc; no system instance is started
+  dovecot-core dovecot-pop3d
 )
 
 missing=()
