@@ -12,6 +12,8 @@
 
 #include "gateway/files.h"
 #include "gateway/log.h"
+#include "gateway/pop3_fetch.h"
+#include "gateway/smtp_client.h"
 #include "gateway/server.h"
 #include "modem/error.h"
 #include "modem/modem.h"
@@ -181,6 +183,7 @@ bool CallManager::start(ControlServer& control, std::string& error) {
   link_ctx_.options.max_message_size = cfg_.smtp.max_message_size;
   link_ctx_.options.atrn_domains = cfg_.local.domains;
   link_ctx_.on_failed = hooks_.on_failed;
+  link_ctx_.apply = hooks_.apply;
 
   // Link listeners.
   for (const std::string& address : cfg_.link.listen) {
@@ -481,12 +484,8 @@ asio::awaitable<void> CallManager::place_call(Peer& p, size_t route_index,
     limit.async_wait([call](boost::system::error_code e) {
       if (!e && call->cancel) call->cancel();
     });
-    LinkSession session(link_ctx_, std::move(transport),
-                        LinkSession::Role::caller, p.cfg->name);
-    session.set_line_bps(bps);
-    session.set_route(route);
     auto t0 = std::chrono::steady_clock::now();
-    session.set_progress([this, call, t0](const LinkProgress& lp) {
+    LinkSession::ProgressFn progress = [this, call, t0](const LinkProgress& lp) {
       Value e;
       e["phase"] = lp.phase;
       e["bytes_out"] = lp.bytes_out;
@@ -509,8 +508,62 @@ asio::awaitable<void> CallManager::place_call(Peer& p, size_t route_index,
         e["messages_in"] = lp.messages_in;
       }
       emit(*call, std::move(e));
-    });
-    CallResult res = co_await session.run();
+    };
+    CallResult res;
+    if (p.cfg->protocol == PeerConfig::Protocol::smtp) {
+      // A plain MTA (the provider): standard ESMTP, gateway/smtp_client.h.
+      SmtpClientOptions so;
+      so.hostname = link_ctx_.options.hostname;
+      so.starttls = p.cfg->smtp_starttls;
+      so.auth_user = p.cfg->smtp_auth_user;
+      if (!so.auth_user.empty()) {
+        std::string why;
+        if (!read_text_file(p.cfg->smtp_auth_password_file, so.auth_password,
+                            why)) {
+          log::line(p.cfg->name, "warning: smtp_auth_password_file: " + why);
+        }
+        so.auth_password =
+            so.auth_password.substr(0, so.auth_password.find('\n'));
+      }
+      so.timeout = cfg_.link.timeout;
+      so.atrn = p.cfg->atrn;
+      so.atrn_domains = cfg_.local.domains;
+      std::string rname = p.cfg->name;
+      Value e;
+      e["phase"] = "sending";
+      emit(*call, e);
+      res = co_await run_smtp_client(link_ctx_, std::move(transport), rname,
+                                     so);
+    } else {
+      LinkSession session(link_ctx_, std::move(transport),
+                          LinkSession::Role::caller, p.cfg->name);
+      session.set_line_bps(bps);
+      session.set_route(route);
+      session.set_progress(progress);
+      res = co_await session.run();
+    }
+    // Mail the provider keeps in a POP3 mailbox for us (multidrop).
+    if (!p.cfg->pop3_server.empty()) {
+      Value e;
+      e["phase"] = "receiving";
+      e["text"] = "collecting from POP3 " + p.cfg->pop3_server;
+      emit(*call, e);
+      FetchContext fc;
+      fc.spool = &spool_;
+      fc.router = &router_;
+      fc.mail_root = cfg_.local.mail_root;
+      fc.postmaster = cfg_.local.domains.empty()
+                          ? std::string("postmaster")
+                          : "postmaster@" + cfg_.local.domains.front();
+      fc.max_message_size = cfg_.smtp.max_message_size;
+      fc.run_pickup = false;  // ferryd's pickup runs after the call
+      const PeerConfig& pc = *p.cfg;
+      Pop3FetchResult fr = co_await fetch_pop3(io_.get_executor(), pc, fc);
+      if (fr.ec) {
+        log::line(p.cfg->name, "pop3 error=" + log::quote(fr.error));
+      }
+      res.messages_in += static_cast<uint32_t>(fr.stored);
+    }
     limit.cancel();
     call->cancel = nullptr;
     moved = res.messages_out + res.messages_in;

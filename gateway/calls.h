@@ -74,6 +74,10 @@ struct CallManagerHooks {
   std::function<void(const queue::QueueId&)> on_failed;
   // A call ended (either way); mail may have arrived or left.
   std::function<void()> after_call;
+  // Records the results of mail sent (LinkContext::apply).
+  std::function<std::error_code(const std::vector<queue::Transition>&,
+                                std::vector<queue::TransitionResult>&)>
+      apply;
 };
 
 class CallManager {

@@ -24,6 +24,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <algorithm>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -31,6 +32,7 @@
 #include "gateway/clock.h"
 #include "gateway/config.h"
 #include "gateway/log.h"
+#include "gateway/notify.h"
 #include "gateway/policy.h"
 #include "gateway/privdrop.h"
 #include "gateway/router.h"
@@ -202,6 +204,24 @@ int main(int argc, char** argv) {
   int rc = 0;
   {
     ferry::gw::Server server(cfg, *users, policy, *spool);
+    // Delivery status notifications (RFC 3464) from the null sender.
+    ferry::gw::NotifierOptions nopts;
+    nopts.reporting_mta = cfg.hostname;
+    if (nopts.reporting_mta.empty()) {
+      char host[256] = {};
+      if (::gethostname(host, sizeof host - 1) == 0) nopts.reporting_mta = host;
+    }
+    nopts.notify = cfg.notify;
+    nopts.clock = clock;
+    nopts.want_pickup = [&server] { server.want_pickup(); };
+    ferry::gw::Notifier notifier(*spool, nopts);
+    // Sweeps follow the scheduler's clock: a sped-up test clock sweeps
+    // as often in its own time.
+    auto every = std::chrono::milliseconds(
+        static_cast<int64_t>(60000.0 / (scaled ? vm["clock-scale"].as<double>()
+                                               : 1.0)));
+    server.enable_notify(notifier, std::max(every,
+                                            std::chrono::milliseconds(200)));
     if (!cfg.peers.empty() || !cfg.modems.empty() || !cfg.link.listen.empty())
       server.enable_calls(router, *clock, {});
     if (!server.start(error)) return fatal(error);

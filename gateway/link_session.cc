@@ -469,7 +469,14 @@ struct LinkSession::Impl {
     std::vector<uint32_t> rcpts;  // recipient indexes for this peer
     std::string stored, tid, digest;
     uint64_t from = 0;
-    bool send = false;  // offered "new" or "have"
+    bool send = false;  // offered "new" or "have", or fresh
+    // Never on any line before (every recipient queued, no attempt): the
+    // peer cannot hold it, so it goes without an offer (saves a line of
+    // each way per message before the first message byte).  A crash
+    // mid-call also leaves attempts at 0; then the receiver's transfer id
+    // check still refuses a second copy, and a partial it holds makes it
+    // answer 451 to the MAIL, so the next call offers and resumes.
+    bool fresh = false;
     bool settled = false;
     int mail_code = 0;
     std::string mail_reply;
@@ -508,7 +515,9 @@ struct LinkSession::Impl {
       ts.push_back(tr);
     }
     std::vector<queue::TransitionResult> out;
-    if (auto e = ctx.spool->apply(ts, out)) {
+    std::error_code e =
+        ctx.apply ? ctx.apply(ts, out) : ctx.spool->apply(ts, out);
+    if (e) {
       ferry::log::line(m.id, "warning: cannot record delivery: " + e.message());
     }
     m.settled = true;
@@ -521,7 +530,7 @@ struct LinkSession::Impl {
                                " bytes=" + std::to_string(m.stored.size()) +
                                " result=" + result +
                                " reply=" + ferry::log::quote(text));
-    if (failed && ctx.on_failed) ctx.on_failed(m.id);
+    if (failed && !ctx.apply && ctx.on_failed) ctx.on_failed(m.id);
   }
 
   // What we hold for the peer: offers, then MAIL/RCPT/BDAT pipelined.
@@ -537,12 +546,18 @@ struct LinkSession::Impl {
     for (const Out& m : batch) prog.payload_total += m.stored.size();
     report("sending");
 
-    // Offers: one round trip for the whole batch.
+    // Offers: one round trip for the whole batch of messages the peer
+    // may already hold; fresh ones go without.
     for (const Out& m : batch) {
+      if (m.fresh) continue;
       send("XOFFER " + m.tid + " " + std::to_string(m.stored.size()) + " " +
            m.digest + "\r\n");
     }
     for (Out& m : batch) {
+      if (m.fresh) {
+        m.send = true;
+        continue;
+      }
       Reply r;
       if (!co_await read_reply(r)) co_return false;
       std::string w = reply_word_text(r);
@@ -604,10 +619,13 @@ struct LinkSession::Impl {
       Out m;
       m.id = id;
       if (ctx.spool->get(id, m.info)) continue;  // left meanwhile
+      m.fresh = true;
       for (const auto& r : m.info.recipients) {
         if (r.route == peer && (r.state == RecipientState::queued ||
                                 r.state == RecipientState::deferred)) {
           m.rcpts.push_back(r.index);
+          if (r.state != RecipientState::queued || r.attempts > 0)
+            m.fresh = false;
         }
       }
       if (m.rcpts.empty()) continue;

@@ -277,6 +277,13 @@ struct LinkContext {
   // Called once per message that has a recipient newly marked failed
   // (the bounce generator's hook).  Runs on the session's executor.
   std::function<void(const queue::QueueId&)> on_failed;
+  // Records the sender's per-recipient results.  Empty: Spool::apply()
+  // and then on_failed.  The bounce generator sets it (Notifier::apply)
+  // because it must read a message before its last recipient becomes
+  // final and the spool removes it.
+  std::function<std::error_code(const std::vector<queue::Transition>&,
+                                std::vector<queue::TransitionResult>&)>
+      apply;
 };
 
 struct CallResult {

@@ -174,7 +174,8 @@ std::error_code pickup_finish(queue::Spool& spool, const PickupOptions& opts,
                               const PickupPlan& plan, PickupResult& result) {
   if (plan.finals.empty()) return {};
   std::vector<queue::TransitionResult> out;
-  if (auto ec = spool.apply(plan.finals, out)) {
+  if (auto ec = opts.apply ? opts.apply(plan.finals, out)
+                           : spool.apply(plan.finals, out)) {
     log::line(plan.id, "pickup cannot record delivery error=" +
                            log::quote(ec.message()));
     return ec;
@@ -201,9 +202,7 @@ std::error_code pickup_finish(queue::Spool& spool, const PickupOptions& opts,
                            " reply=" + log::quote(t.reply));
   }
   if (removed) ++result.messages;
-  // XXX(pickup): the bounce generator is another engineer's; until it is
-  // wired in here, failed recipients are only logged and recorded.
-  if (failed && opts.on_failed) opts.on_failed(plan.id);
+  if (failed && !opts.apply && opts.on_failed) opts.on_failed(plan.id);
   return {};
 }
 

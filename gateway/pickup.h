@@ -68,6 +68,12 @@ struct PickupOptions {
   // failed (the bounce generator; may be empty).  Runs on the caller's
   // thread.
   std::function<void(const queue::QueueId&)> on_failed;
+  // Records the final results; empty: Spool::apply() then on_failed.  The
+  // bounce generator sets it (Notifier::apply), which reads the message
+  // before the spool removes it.  Runs on the caller's thread.
+  std::function<std::error_code(const std::vector<queue::Transition>&,
+                                std::vector<queue::TransitionResult>&)>
+      apply;
   // How long a recipient whose Maildir could not be written waits.
   std::chrono::seconds retry{300};
   // The "now" that decides which deferred recipients are due (tests).

@@ -189,8 +189,17 @@ bool Server::start(std::string& error) {
   // Calls (gateway/calls.h): modems, link listeners, dial/why/status.
   if (router_ != nullptr) {
     CallManagerHooks hooks = hooks_;
+    if (notifier_ != nullptr && !hooks.apply) {
+      Notifier* n = notifier_;
+      hooks.apply = [n](const std::vector<queue::Transition>& ts,
+                        std::vector<queue::TransitionResult>& out) {
+        return n->apply(ts, out);
+      };
+    }
     auto after = hooks.after_call;
     hooks.after_call = [this, after] {
+      // Mail a call brought in on the pickup route (POP3, notifications).
+      run_pickup();
       if (after) after();
     };
     calls_ = std::make_unique<CallManager>(io_, cfg_, *ctx_.spool, *router_,
@@ -243,6 +252,44 @@ void Server::enable_calls(const ConfigRouter& router, const Clock& clock,
 
 void Server::post(std::function<void()> fn) { asio::post(io_, std::move(fn)); }
 
+void Server::enable_notify(Notifier& n, std::chrono::milliseconds every) {
+  notifier_ = &n;
+  sweep_every_ = every;
+}
+
+void Server::want_pickup() {
+  asio::post(io_, [this] { run_pickup(); });
+}
+
+// Delay warnings and lifetimes (Notifier::sweep) on ferryd's thread: the
+// lookup reads the call manager's scheduler state, which lives there.
+void Server::arm_sweep_timer() {
+  sweep_timer_.expires_after(sweep_every_);
+  sweep_timer_.async_wait([this](boost::system::error_code ec) {
+    if (ec || stopping_) return;
+    LifetimeLookup lookup;
+    CallManager* calls = calls_.get();
+    lookup.lifetime = [calls](const std::string& route, SysTime arrival)
+        -> std::optional<RouteLifetime> {
+      if (calls == nullptr) return std::nullopt;
+      auto l = calls->route_life(route, arrival);
+      if (!l) return std::nullopt;
+      return RouteLifetime{l->lifetime, l->missed};
+    };
+    lookup.next_call = [calls](const std::string& route)
+        -> std::optional<SysTime> {
+      if (calls == nullptr) return std::nullopt;
+      auto l = calls->route_life(route, SysClock::now());
+      return l ? l->next_call : std::nullopt;
+    };
+    const Clock& clock =
+        clock_ != nullptr ? *clock_ : SystemClock::instance();
+    if (auto e = notifier_->sweep(clock.now(), lookup))
+      log::line("ferryd", "sweep error=" + log::quote(e.message()));
+    arm_sweep_timer();
+  });
+}
+
 void Server::run_pickup() {
   if (stopping_) return;
   if (pickup_running_) {
@@ -254,6 +301,12 @@ void Server::run_pickup() {
   asio::post(disk_, [this] {
     PickupOptions opts;
     opts.mail_root = cfg_.local.mail_root;
+    if (Notifier* n = notifier_) {
+      opts.apply = [n](const std::vector<queue::Transition>& ts,
+                       std::vector<queue::TransitionResult>& out) {
+        return n->apply(ts, out);
+      };
+    }
     PickupResult result;
     std::error_code ec =
         process_pickup(*ctx_.spool, *ctx_.policy, opts, result);
@@ -301,6 +354,7 @@ int Server::run() {
   run_pickup();
   arm_pickup_timer();
   if (calls_) calls_->run();
+  if (notifier_ != nullptr) arm_sweep_timer();
   signals_.add(SIGTERM);
   signals_.add(SIGINT);
   signals_.async_wait([this](boost::system::error_code ec, int sig) {
@@ -327,6 +381,7 @@ void Server::do_stop() {
   for (auto& l : pop3_) l->stop();
   pickup_timer_.cancel();
   if (calls_) calls_->stop();
+  sweep_timer_.cancel();
   for (auto& w : sessions_) {
     if (auto s = w.lock()) s->stop();
   }

@@ -29,6 +29,7 @@
 #include "gateway/clock.h"
 #include "gateway/config.h"
 #include "gateway/control.h"
+#include "gateway/notify.h"
 #include "gateway/policy.h"
 #include "gateway/pop3_server.h"
 #include "gateway/router.h"
@@ -57,6 +58,14 @@ class Server {
   // and answers no calls.  Both must outlive the Server.
   void enable_calls(const ConfigRouter& router, const Clock& clock,
                     CallManagerHooks hooks);
+
+  // Notifications (gateway/notify.h): failed and delivered recipients are
+  // recorded through `n` (link sessions and pickup), and its sweep runs
+  // every `every` (delay warnings, lifetimes).  Call before start().
+  void enable_notify(Notifier& n, std::chrono::milliseconds every);
+
+  // Asks for a pickup run (thread-safe).
+  void want_pickup();
 
   // Runs `fn` on the server's io_context (thread-safe).
   void post(std::function<void()> fn);
@@ -90,6 +99,7 @@ class Server {
   // a time on the disk pool; a request during a run queues one more run.
   void run_pickup();
   void arm_pickup_timer();
+  void arm_sweep_timer();
 
   const Config& cfg_;
   boost::asio::io_context io_{1};
@@ -104,6 +114,9 @@ class Server {
   const Clock* clock_ = nullptr;
   CallManagerHooks hooks_;
   std::unique_ptr<CallManager> calls_;
+  Notifier* notifier_ = nullptr;
+  std::chrono::milliseconds sweep_every_{60000};
+  boost::asio::steady_timer sweep_timer_{io_};
   boost::asio::steady_timer pickup_timer_{io_};
   bool pickup_running_ = false;
   bool pickup_again_ = false;

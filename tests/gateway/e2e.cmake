@@ -55,5 +55,5 @@ if(TARGET ferryd)
   ferry_gateway_e2e(gateway_e2e_calls 300 "e2e"
                     ${_e2e}/calls_test.py SchedulerCallTest StrangerTest)
   ferry_gateway_e2e(gateway_e2e_calls_faults 400 "e2e;slow"
-                    ${_e2e}/calls_test.py BusyTest DropTest)
+                    ${_e2e}/calls_test.py BusyTest DropTest NeverAnswersTest)
 endif()

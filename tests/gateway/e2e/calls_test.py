@@ -180,6 +180,36 @@ class DropTest(TwoOffices):
         self.assertEqual(results[-1], "ok", results)
 
 
+class NeverAnswersTest(TwoOffices):
+    """b's modem never answers: the sender hears of the delay, then gets
+    the message back with its headers."""
+    A_PEER = ("min_messages = 1\nretry_no_answer = 30s\nretry_cap = 1m\n"
+              "warn_after = 2m\nlifetime = 6m\nlifetime_missed = 0")
+
+    def test_delay_warning_then_bounce_with_original_headers(self):
+        self.line.admin("fault b no-answer")
+        m = message("alice@a.example", "bob@b.example", "never answered")
+        self.a.send("alice@a.example", ["bob@b.example"], m)
+
+        def dsn_with(action):
+            return [x for x in self.a.maildir("alice")
+                    if b"Action: " + action in x]
+        self.a.wait_for(lambda: dsn_with(b"delayed"), 120, "a delay DSN")
+        self.a.wait_for(lambda: dsn_with(b"failed"), 180, "a failure DSN")
+        self.assertEqual(len(dsn_with(b"delayed")), 1)
+        failed = dsn_with(b"failed")[0]
+        self.assertIn(b"multipart/report", failed)
+        self.assertIn(b"report-type=delivery-status", failed)
+        self.assertRegex(failed, rb"Final-Recipient: rfc822; ?bob@b.example")
+        self.assertIn(b"Status: 5.4.7", failed)
+        self.assertIn(b"Subject: never answered", failed)  # original headers
+        self.assertEqual(self.b.maildir("bob"), [])
+        # Nothing left queued for b.
+        r = self.a.ctl_run("--json", "queue")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn("bob@b.example", r.stdout)
+
+
 class StrangerTest(unittest.TestCase):
     """A third office whose key b does not know dials b."""
 
