@@ -99,3 +99,16 @@ if(FERRY_TESTS AND TARGET ferryd)
   set_tests_properties(ferryctl.cli PROPERTIES TIMEOUT 240
                        SKIP_RETURN_CODE 77)
 endif()
+
+if(FERRY_TESTS)
+  find_program(FERRY_PYTHON3 NAMES python3 PATHS /usr/bin NO_DEFAULT_PATH)
+  # ferryctl keygen (issue 6): link keys, certificates and PSK files made
+  # by the real binary in a temporary directory, checked with the openssl
+  # command.  Local files only: no ferryd, no network namespace needed.
+  add_test(NAME ferryctl.keygen
+    COMMAND ${FERRY_PYTHON3}
+            ${CMAKE_SOURCE_DIR}/tests/tools/ferryctl_keygen_test.py
+            $<TARGET_FILE:ferryctl> ${CMAKE_SOURCE_DIR})
+  set_tests_properties(ferryctl.keygen PROPERTIES TIMEOUT 120
+                       SKIP_RETURN_CODE 77)
+endif()

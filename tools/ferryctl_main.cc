@@ -6,6 +6,8 @@
 // or with --json as the JSON result itself for scripts.  It never opens
 // the spool: everything goes through the daemon, so the daemon's checks
 // (who may ask, which transitions are allowed) apply to every client.
+// The one local command is `keygen`, which makes link keys and PSK files
+// (gateway/peer_tls.h) and needs no ferryd.
 //
 // Exit status (man/ferryctl.1 has the full list): 0 done; 1 ferryd
 // refused or failed the request; 2 bad command line or configuration;
@@ -18,6 +20,7 @@
 // scanner over argv says clearer things about mistakes.
 //
 // Single-threaded; blocking I/O on one socket.
+#include <fcntl.h>
 #include <grp.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -26,6 +29,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -37,7 +41,9 @@
 #include <vector>
 
 #include "gateway/config.h"
+#include "gateway/files.h"
 #include "gateway/json.h"
+#include "gateway/peer_tls.h"
 
 #ifndef FERRY_VERSION
 #define FERRY_VERSION "unknown"
@@ -94,6 +100,9 @@ const char* kUsageText =
     "  dial PEER [--wait]\n"
     "  why PEER\n"
     "  help\n"
+    "  keygen --name NAME --out DIR [--force]   (local, no ferryd)\n"
+    "  keygen --psk FILE [--force]\n"
+    "  keygen --show FILE\n"
     "filters: --peer NAME --sender ADDR --recipient ADDR --older-than AGE\n"
     "         (ADDR may be @domain; AGE like 90s, 30m, 2h, 3d)\n";
 
@@ -487,6 +496,257 @@ std::string render_progress(const Value& p) {
   return s;
 }
 
+// ---- keygen: local, no ferryd ----------------------------------------
+
+// Writes `text` to `path` with `mode`: into a temporary file beside it,
+// synced, then linked (no --force: an existing file is never replaced) or
+// renamed (--force) into place, so nobody ever sees half a key.  On
+// failure returns false and sets `error` to "PATH: REASON".
+bool install_file(const std::string& path, const std::string& text,
+                  mode_t mode, bool force, std::string& error) {
+  size_t slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
+  std::string base =
+      slash == std::string::npos ? path : path.substr(slash + 1);
+  std::string tmp = dir + "/." + base + ".XXXXXX";
+  int fd = ::mkostemp(tmp.data(), O_CLOEXEC);  // mode 0600 from the start
+  if (fd < 0) {
+    error = dir + ": " + std::strerror(errno);
+    return false;
+  }
+  bool ok = ::fchmod(fd, mode) == 0;
+  size_t done = 0;
+  while (ok && done < text.size()) {
+    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    ok = n > 0;
+    if (ok) done += static_cast<size_t>(n);
+  }
+  ok = ok && ::fsync(fd) == 0;
+  int e = errno;
+  ok = ::close(fd) == 0 && ok;
+  if (ok) {
+    ok = force ? ::rename(tmp.c_str(), path.c_str()) == 0
+               : ::link(tmp.c_str(), path.c_str()) == 0;
+    e = errno;
+  }
+  ::unlink(tmp.c_str());  // after rename: already gone
+  if (!ok) {
+    error = path + ": " + std::strerror(e);
+    if (e == EEXIST) {
+      error = path + " exists; give --force to replace it";
+    }
+  }
+  return ok;
+}
+
+bool exists(const std::string& path) {
+  struct stat st {};
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+// An absolute path for the lines printed to paste into ferry.conf.
+std::string absolute(const std::string& path) {
+  if (!path.empty() && path[0] == '/') return path;
+  char cwd[PATH_MAX];
+  if (::getcwd(cwd, sizeof cwd) == nullptr) return path;
+  std::string p = path;
+  while (p.rfind("./", 0) == 0) p.erase(0, 2);
+  return std::string(cwd) + "/" + p;
+}
+
+// A peer name that is safe in a certificate and a [peer NAME] header.
+bool good_name(const std::string& n) {
+  if (n.empty() || n.size() > 64) return false;
+  for (char c : n) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+// `keygen --name NAME --out DIR`: our link key and certificate.
+int keygen_identity(const std::string& name, const std::string& dir_in,
+                    bool force, bool json) {
+  std::string dir = dir_in;
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  if (!exists(dir) && ::mkdir(dir.c_str(), 0755) != 0) {
+    err(dir + ": " + std::strerror(errno));
+    return kFailed;
+  }
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) {
+    err(dir + ": " + std::strerror(errno));
+    return kFailed;
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    err(dir + ": not a directory");
+    return kFailed;
+  }
+  const std::string key = dir + "/link.key", crt = dir + "/link.crt";
+  if (!force) {
+    for (const std::string& f : {key, crt}) {
+      if (exists(f)) {
+        err(f + " exists; give --force to replace it (the offices that " +
+            "pinned its certificate must then paste the new fingerprint)");
+        return kFailed;
+      }
+    }
+  }
+
+  ferry::gw::PeerIdentity id;
+  std::string error;
+  if (!ferry::gw::generate_identity(name, id, error)) {
+    err(error);
+    return kFailed;
+  }
+  // The key first: a certificate alone is useless, a key alone is
+  // replaced by the next run.
+  if (!install_file(key, id.key_pem, 0600, force, error)) {
+    err(error);
+    return kFailed;
+  }
+  if (!install_file(crt, id.cert_pem, 0644, force, error)) {
+    err(error);
+    if (!force) ::unlink(key.c_str());  // ours, made a moment ago
+    return kFailed;
+  }
+  std::string fp = ferry::gw::cert_fingerprint(id.cert_pem);
+  if (json) {
+    Value r;
+    r["name"] = name;
+    r["key"] = absolute(key);
+    r["certificate"] = absolute(crt);
+    r["fingerprint"] = fp;
+    std::printf("%s\n", ferry::json::write(r).c_str());
+    return kOk;
+  }
+  std::printf(
+      "wrote %s (private key, mode 0600) and %s\n"
+      "\n"
+      "In this office's ferry.conf:\n"
+      "  [link]\n"
+      "  certificate = %s\n"
+      "  key = %s\n"
+      "\n"
+      "The other office pastes into its ferry.conf:\n"
+      "  [peer %s]\n"
+      "  fingerprint = %s\n",
+      key.c_str(), crt.c_str(), absolute(crt).c_str(), absolute(key).c_str(),
+      name.c_str(), fp.c_str());
+  return kOk;
+}
+
+// `keygen --psk FILE`: a new pre-shared key.
+int keygen_psk(const std::string& file, bool force, bool json) {
+  if (!force && exists(file)) {
+    err(file + " exists; give --force to replace it (the other office " +
+        "then needs the new key too)");
+    return kFailed;
+  }
+  std::string text = ferry::gw::generate_psk(), bytes, error;
+  if (text.empty() || !ferry::gw::parse_psk(text, bytes, error)) {
+    err("cannot make a key: no random bytes from OpenSSL");
+    return kFailed;
+  }
+  if (!install_file(file, text, 0600, force, error)) {
+    err(error);
+    return kFailed;
+  }
+  std::string ident = ferry::gw::psk_identity(bytes);
+  if (json) {
+    Value r;
+    r["psk_file"] = absolute(file);
+    r["identity"] = ident;
+    std::printf("%s\n", ferry::json::write(r).c_str());
+    return kOk;
+  }
+  std::printf(
+      "wrote %s (pre-shared key, mode 0600), identity %s\n"
+      "\n"
+      "Give the other office a copy by a way you trust: by hand on a USB\n"
+      "stick, or scp to its administrator; never by mail over the link it\n"
+      "protects.  At each office the file stays mode 0600, owned by the\n"
+      "user ferryd runs as, and the peer's section names it:\n"
+      "  [peer NAME]\n"
+      "  psk_file = %s\n"
+      "Both copies show the same identity with: ferryctl keygen --show FILE\n",
+      file.c_str(), ident.c_str(), absolute(file).c_str());
+  return kOk;
+}
+
+// `keygen --show FILE`: a certificate's fingerprint, or a PSK's identity.
+int keygen_show(const std::string& file, bool json) {
+  std::string text, error;
+  if (!ferry::gw::read_text_file(file, text, error)) {
+    err(error);
+    return kFailed;
+  }
+  Value r;
+  std::string fp = ferry::gw::cert_fingerprint(text);
+  if (!fp.empty()) {
+    r["fingerprint"] = fp;
+    if (!json) std::printf("fingerprint = %s\n", fp.c_str());
+  } else if (text.rfind("ferry-psk-v1:", 0) == 0) {
+    std::string bytes;
+    if (!ferry::gw::load_psk_file(file, bytes, error)) {
+      err(error);
+      return kFailed;
+    }
+    r["identity"] = ferry::gw::psk_identity(bytes);
+    if (!json) {
+      std::printf("psk identity %s\n", r["identity"].as_string().c_str());
+    }
+  } else {
+    err(file + ": neither a PEM certificate nor a ferry PSK file");
+    return kFailed;
+  }
+  if (json) std::printf("%s\n", ferry::json::write(r).c_str());
+  return kOk;
+}
+
+int keygen(std::vector<std::string> w, bool json) {
+  std::string name, out, psk, show;
+  bool force = false;
+  for (size_t i = 1; i < w.size(); ++i) {
+    const std::string& a = w[i];
+    auto value = [&](std::string& to) {
+      if (i + 1 >= w.size() || w[i + 1].empty()) usage(a + " needs a value");
+      if (!to.empty()) usage(a + " given twice");
+      to = w[++i];
+    };
+    if (a == "--name") {
+      value(name);
+    } else if (a == "--out") {
+      value(out);
+    } else if (a == "--psk") {
+      value(psk);
+    } else if (a == "--show") {
+      value(show);
+    } else if (a == "--force") {
+      force = true;
+    } else {
+      usage("keygen: unexpected '" + a + "'");
+    }
+  }
+  int modes = (!name.empty() || !out.empty()) + !psk.empty() + !show.empty();
+  if (modes != 1) {
+    usage("keygen needs one of --name NAME --out DIR, --psk FILE, --show FILE");
+  }
+  if (!show.empty()) {
+    if (force) usage("keygen --show writes nothing; --force makes no sense");
+    return keygen_show(show, json);
+  }
+  if (!psk.empty()) return keygen_psk(psk, force, json);
+  if (name.empty() || out.empty()) usage("keygen needs --name and --out");
+  if (!good_name(name)) {
+    usage("keygen --name: '" + name +
+          "' is not a peer name (letters, digits, '-', '_', '.')");
+  }
+  return keygen_identity(name, out, force, json);
+}
+
 // ---- Command line ----------------------------------------------------
 
 struct Options {
@@ -569,6 +829,7 @@ Options parse_args(int argc, char** argv) {
     }
   }
   if (o.words.empty()) usage("no command given");
+  if (o.words.front() == "keygen") return o;  // local: no socket, no config
 
   // Where the socket is: -S, else [ferryd] control_socket of the config.
   if (o.target.socket.empty()) {
@@ -669,6 +930,7 @@ Value build_request(std::vector<std::string> w, bool& wait) {
 
 int main(int argc, char** argv) {
   Options o = parse_args(argc, argv);
+  if (o.words.front() == "keygen") return keygen(o.words, o.json);
   bool wait = false;
   Value req = build_request(o.words, wait);
   const std::string cmd = req["cmd"].as_string();
