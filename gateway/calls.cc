@@ -147,18 +147,20 @@ bool CallManager::start(ControlServer& control, std::string& error) {
   for (const PeerConfig& pc : cfg_.peers) {
     if (pc.protocol != PeerConfig::Protocol::ferry) continue;
     need_tls = true;
-    if (!pc.fingerprint.empty()) {
-      pins.push_back({pc.name, normalize_fingerprint(pc.fingerprint)});
-    }
-  }
-  if (need_tls || !cfg_.link.listen.empty()) {
-    PeerIdentity me;
-    if (cfg_.link.certificate.empty() || cfg_.link.key.empty()) {
-      error = "[link] certificate and key are needed for ferry peers";
+    PinnedPeer pin{pc.name, normalize_fingerprint(pc.fingerprint)};
+    if (!pc.psk_file.empty() &&
+        !load_psk_file(pc.psk_file, pin.psk, error)) {
+      error = "[peer " + pc.name + "] psk_file: " + error;
       return false;
     }
-    if (!read_text_file(cfg_.link.certificate, me.cert_pem, error) ||
-        !read_text_file(cfg_.link.key, me.key_pem, error)) {
+    if (!pin.fingerprint.empty() || !pin.psk.empty()) pins.push_back(pin);
+  }
+  if (need_tls || !cfg_.link.listen.empty()) {
+    // Our certificate; none is needed when every peer uses a PSK.
+    PeerIdentity me;
+    if (!cfg_.link.certificate.empty() &&
+        (!read_text_file(cfg_.link.certificate, me.cert_pem, error) ||
+         !read_text_file(cfg_.link.key, me.key_pem, error))) {
       error = "[link] " + error;
       return false;
     }
@@ -535,7 +537,16 @@ asio::awaitable<void> CallManager::place_call(Peer& p, size_t route_index,
       res = co_await run_smtp_client(link_ctx_, std::move(transport), rname,
                                      so);
     } else {
-      LinkSession session(link_ctx_, std::move(transport),
+      // A calling context with this peer's pin alone: a TLS client can
+      // offer only one external PSK (gateway/peer_tls.h).
+      LinkContext ctx = link_ctx_;
+      std::unique_ptr<PeerTls> own;
+      if (tls_client_) {
+        std::string why;
+        own = tls_client_->for_peer(p.cfg->name, why);
+        if (own) ctx.tls_client = own.get();
+      }
+      LinkSession session(ctx, std::move(transport),
                           LinkSession::Role::caller, p.cfg->name);
       session.set_line_bps(bps);
       session.set_route(route);

@@ -2,8 +2,8 @@
 // stream (a modem line after CONNECT, a TCP connection, a pipe).
 //
 // The protocol is ESMTP (the design is in the lead's session-design note):
-//   answerer: 220 greeting; caller: EHLO, STARTTLS, TLS 1.3 with both
-//   certificates pinned (peer_tls.h), EHLO again; the caller offers its
+//   answerer: 220 greeting; caller: EHLO, STARTTLS, TLS 1.3 with pinned
+//   certificates or a pre-shared key (peer_tls.h), EHLO again; the caller offers its
 //   whole batch for the peer in one pipelined round trip
 //     XOFFER <tid> <stored-bytes> <sha256-b64url>
 //       -> 250 2.0.0 new | 250 2.0.0 have <n> | 250 2.0.0 done <qid>
@@ -59,20 +59,15 @@
 // sync: ferryd should run each call on its own thread (io_context) or
 // accept the stall.
 //
-// KNOWN LIMITS (issue 6, this step; XXX for the next step):
+// KNOWN LIMITS:
 //  - spool writes are synchronous on the session's executor (above);
 //  - one partial_append (one sync) per received chunk, not one group
 //    commit per batch of chunks;
-//  - ferry peers only (XFERRY-OFFER): plain MTAs need smtp_client, not
-//    written yet;
-//  - peers authenticate by pinned certificates only; TLS 1.3 external
-//    pre-shared keys are not implemented;
-//  - the [peer NAME] keys (domains, fingerprint) are not in config.h yet:
-//    the caller builds ConfigRouter, PeerTls and LinkContext itself;
+//  - ferry peers only (XFERRY-OFFER); plain MTAs are gateway/smtp_client.h;
 //  - received mail is routed by domain (ConfigRouter) and users/aliases
 //    (Users); the [rules] policy is not applied to mail from a peer;
 //  - a local Maildir failure defers the recipient, but nothing retries
-//    local delivery yet.
+//    local delivery of mail received from a peer yet.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>

@@ -105,8 +105,15 @@ done
 # The installed ferryd accepts the installed sample (users and aliases
 # taken from the installed samples), and the places it names are the
 # ones the units open up: the sample and the units cannot drift apart.
+# --check-config also reads the files the sample names: a certificate
+# and key of the test's own stand in for the postmaster's.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+  -days 2 -subj /CN=mail.office.example -keyout "$tmp/key.pem" \
+  -out "$tmp/cert.pem" >/dev/null 2>&1
 sed -e "s#/etc/ferry/users#$r/etc/ferry/users.sample#" \
     -e "s#/etc/ferry/aliases#$r/etc/ferry/aliases.sample#" \
+    -e "s#/etc/ferry/tls/cert.pem#$tmp/cert.pem#" \
+    -e "s#/etc/ferry/tls/key.pem#$tmp/key.pem#" \
     "$r/etc/ferry/ferry.conf.sample" >"$tmp/check.conf"
 if "$r/usr/sbin/ferryd" --check-config --config "$tmp/check.conf" \
      >"$tmp/effective" 2>"$tmp/check.err"; then

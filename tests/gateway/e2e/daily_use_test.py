@@ -76,11 +76,11 @@ class DailyUseTest(unittest.TestCase):
         self.assertIn("pickup messages=1", self.ferryd.log())
 
     @unittest.skipUnless(SENDMAIL, "FERRY_SENDMAIL not set")
-    def test_sendmail_q_says_calls_are_not_available_yet(self):
+    def test_sendmail_q_without_peers_says_nobody_to_call(self):
         r = subprocess.run([SENDMAIL, "-C", self.ferryd.config, "-q"],
                            capture_output=True, timeout=30)
         self.assertEqual(r.returncode, 69, r.stdout + r.stderr)
-        self.assertIn(b"dial scheduler is not running", r.stdout + r.stderr)
+        self.assertIn(b"nobody to call", r.stdout + r.stderr)
 
 
 if __name__ == "__main__":
