@@ -3,6 +3,8 @@
 #include "gateway/calls.h"
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -17,6 +19,7 @@
 #include "gateway/server.h"
 #include "modem/error.h"
 #include "modem/modem.h"
+#include "modem/port.h"
 
 namespace ferry::gw {
 
@@ -40,6 +43,10 @@ std::string host_name() {
   if (::gethostname(buf, sizeof buf - 1) == 0 && buf[0] != '\0') return buf;
   return "ferry";
 }
+
+// On a direct line the caller sends this before the answerer's greeting
+// (there is no RING): the answerer, listening, starts its session on it.
+constexpr std::string_view kWakeLine = "FERRY-WAKE\r\n";
 
 bool is_tcp_route(std::string_view r) { return r.rfind("tcp:", 0) == 0; }
 
@@ -101,6 +108,8 @@ struct CallManager::ModemSlot {
   explicit ModemSlot(asio::io_context& io) : wake(io) {}
   const ModemConfig* cfg = nullptr;
   std::unique_ptr<modem::Modem> m;
+  std::unique_ptr<modem::SerialPort> port;  // direct lines: no modem
+  std::string wake_buf;  // direct lines: bytes before the wake line
   LineState line;
   std::string state = "closed";
   uint64_t speed = 0;
@@ -272,7 +281,7 @@ CallManager::ModemSlot* CallManager::pick_modem(const Peer& p) {
   for (auto& s : modems_) {
     if (!s->cfg->dial) continue;
     if (p.sched.line != "any" && s->cfg->name != p.sched.line) continue;
-    if (s->m && s->state == "idle" && s->dial_peer == nullptr &&
+    if ((s->m || s->port) && s->state == "idle" && s->dial_peer == nullptr &&
         !s->line.out_of_service)
       return s.get();
   }
@@ -446,6 +455,24 @@ asio::awaitable<void> CallManager::place_call(Peer& p, size_t route_index,
         transport = make_link_transport(sock);
       }
     }
+  } else if (slot->port) {
+    // A direct line is always up: wake the far end and talk.
+    boost::system::error_code wec;
+    slot->port->flush_input();
+    co_await asio::async_write(slot->port->descriptor(),
+                               asio::buffer(kWakeLine),
+                               asio::redirect_error(asio::use_awaitable, wec));
+    if (wec) {
+      out.failure = FailureClass::port_unavailable;
+      out.reply = wec.message();
+      slot->port.reset();
+    } else {
+      connected = true;
+      slot->state = "connected";
+      modem::SerialPort* port = slot->port.get();
+      call->cancel = [port] { port->descriptor().cancel(); };
+      transport = make_link_transport(slot->port->descriptor());
+    }
   } else {
     slot->state = "dialling";
     std::string number = route;
@@ -591,7 +618,11 @@ asio::awaitable<void> CallManager::place_call(Peer& p, size_t route_index,
            std::to_string(res.messages_in) + " messages; " +
            std::to_string(res.bytes_out) + " bytes out, " +
            std::to_string(res.bytes_in) + " in";
-    if (slot != nullptr && slot->m) {
+    if (slot != nullptr && slot->port) {
+      // Nothing to hang up on a direct line; the session closed the
+      // port, which the line's loop opens again.
+      slot->port.reset();
+    } else if (slot != nullptr && slot->m) {
       co_await slot->m->hangup();
     } else {
       boost::system::error_code ignored;
@@ -612,7 +643,7 @@ asio::awaitable<void> CallManager::place_call(Peer& p, size_t route_index,
                 "warning: cannot record the call: " + e.message());
   }
   if (slot != nullptr) {
-    slot->state = slot->m ? "idle" : "closed";
+    slot->state = (slot->m || slot->port) ? "idle" : "closed";
     slot->speed = 0;
     slot->peer.clear();
   }
@@ -657,8 +688,88 @@ void CallManager::finish_call(Peer& p, const CallOutcome& out,
 
 // ---- modems and answering ------------------------------------------------
 
+asio::awaitable<void> CallManager::direct_loop(ModemSlot& slot) {
+  const std::string id = "modem " + slot.cfg->name;
+  while (!stopping_) {
+    if (!slot.port) {
+      slot.state = "opening";
+      modem::LogFn logfn = [](std::string_view l) { log::line("ferryd", l); };
+      std::unique_ptr<modem::SerialPort> port;
+      std::error_code ec = modem::SerialPort::open(
+          io_.get_executor(), slot.cfg->device, slot.cfg->profile,
+          slot.cfg->name, logfn, port);
+      if (ec) {
+        slot.state = "unavailable";
+        log::line(id, "event=open direct=yes error=" +
+                          log::quote(ec.message()) + " retry_in=" +
+                          std::to_string(kReopen.count()) + "s");
+        slot.wake.expires_after(kReopen);
+        co_await slot.wake.async_wait(kTuple);
+        continue;
+      }
+      slot.port = std::move(port);
+      slot.state = "idle";
+      log::line(id, "event=open direct=yes");
+      poke();
+    }
+    if (slot.dial_peer != nullptr) {
+      Peer& p = *slot.dial_peer;
+      size_t idx = slot.dial_route;
+      co_await place_call(p, idx, &slot);
+      slot.dial_peer = nullptr;
+      continue;
+    }
+    if (!slot.cfg->answer) {
+      slot.wake.expires_after(std::chrono::hours(1));
+      co_await slot.wake.async_wait(kTuple);
+      continue;
+    }
+    // Listen for the caller's wake line in slices, so a dial request is
+    // seen within one slice.
+    char buf[256];
+    asio::steady_timer slice(io_, kListenSlice);
+    modem::SerialPort* port = slot.port.get();
+    slice.async_wait([port](boost::system::error_code e) {
+      if (!e) port->descriptor().cancel();
+    });
+    auto [rec, n] = co_await slot.port->descriptor().async_read_some(
+        asio::buffer(buf), kTuple);
+    slice.cancel();
+    if (stopping_) break;
+    if (rec == asio::error::operation_aborted) continue;
+    if (rec) {
+      log::line(id, "event=read direct=yes error=" + log::quote(rec.message()));
+      slot.port.reset();
+      continue;
+    }
+    slot.wake_buf.append(buf, n);
+    if (slot.wake_buf.find(kWakeLine) == std::string::npos) {
+      if (slot.wake_buf.size() > 4096) slot.wake_buf.erase(0, 2048);
+      continue;
+    }
+    slot.wake_buf.clear();
+    slot.port->flush_input();  // a repeated wake line must not follow
+    slot.state = "connected";
+    auto call = std::make_shared<ActiveCall>();
+    call->cancel = [port] { port->descriptor().cancel(); };
+    std::unique_ptr<LinkTransport> t =
+        make_link_transport(slot.port->descriptor());
+    std::string where = "direct line " + slot.cfg->name;
+    co_await answer_session(std::move(t), where, slot.cfg->profile.baud, call);
+    slot.port.reset();  // the session closed it; opened again above
+    slot.state = "idle";
+  }
+  if (slot.port) slot.port->close();
+  slot.port.reset();
+  slot.state = "closed";
+}
+
 asio::awaitable<void> CallManager::modem_loop(ModemSlot& slot) {
   const std::string id = "modem " + slot.cfg->name;
+  if (slot.cfg->direct) {
+    co_await direct_loop(slot);
+    co_return;
+  }
   while (!stopping_) {
     if (!slot.m) {
       slot.state = "opening";

@@ -14,6 +14,10 @@
 //     modem hangs up.  The outcome goes to record_outcome(), which sets
 //     the retry time by failure class; every attempt is a CallRecord in
 //     the spool (`ferryctl calls`).
+//   - A [modem] with direct = yes is a serial line with no modem (a
+//     null-modem cable, a leased line): always up, no AT commands.  The
+//     calling side sends the line FERRY-WAKE and the listening side
+//     (answer = yes) starts its session on it.
 //   - Each modem with answer = yes waits for RING between calls (never
 //     while it dials: one loop per modem does both, one at a time) and
 //     answers; the caller is identified by its TLS credentials.
@@ -129,6 +133,7 @@ class CallManager {
 
   boost::asio::awaitable<void> tick_loop();
   boost::asio::awaitable<void> modem_loop(ModemSlot& slot);
+  boost::asio::awaitable<void> direct_loop(ModemSlot& slot);
   boost::asio::awaitable<void> link_accept_loop(
       boost::asio::ip::tcp::acceptor& acceptor);
   boost::asio::awaitable<void> answer_session(

@@ -53,7 +53,8 @@ if(TARGET ferryd)
                     ${_e2e}/daily_use_test.py)
   # Two ferryd processes calling each other over ferry-modemsim.
   ferry_gateway_e2e(gateway_e2e_calls 300 "e2e"
-                    ${_e2e}/calls_test.py SchedulerCallTest StrangerTest)
+                    ${_e2e}/calls_test.py SchedulerCallTest StrangerTest
+                    DirectLineTest)
   ferry_gateway_e2e(gateway_e2e_calls_faults 400 "e2e;slow"
                     ${_e2e}/calls_test.py BusyTest DropTest NeverAnswersTest)
 endif()

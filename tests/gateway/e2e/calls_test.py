@@ -210,6 +210,69 @@ class NeverAnswersTest(TwoOffices):
         self.assertNotIn("bob@b.example", r.stdout)
 
 
+class DirectLineTest(unittest.TestCase):
+    """A null-modem cable (two PTYs joined by socat): no dialling, the
+    line is always up; a's threshold call crosses both ways."""
+
+    def test_direct_serial_line_exchanges_both_ways(self):
+        import shutil
+        import subprocess
+        import tempfile
+        import time
+        if not shutil.which("socat"):
+            self.skipTest("socat not installed")
+        d = tempfile.mkdtemp(prefix="ferry-cable-")
+        cable = subprocess.Popen(
+            ["socat", "pty,link=%s/a,raw,echo=0" % d,
+             "pty,link=%s/b,raw,echo=0" % d],
+            stderr=subprocess.DEVNULL)
+        a, b = Office("a"), Office("b")
+        try:
+            deadline = time.time() + 10
+            while not (os.path.exists(d + "/a") and os.path.exists(d + "/b")):
+                self.assertLess(time.time(), deadline, "socat made no PTYs")
+                time.sleep(0.05)
+
+            def direct(office, me, peer_min):
+                return "\n".join([
+                    "[peer %s]" % office.name,
+                    "domains = " + office.domain,
+                    "fingerprint = " + office.fingerprint,
+                    "routes = direct",
+                    "line = cable",
+                    peer_min]), "\n".join([
+                    "[modem cable]",
+                    "device = %s/%s" % (d, me),
+                    "direct = yes",
+                    "answer = yes"])
+            pa, ma = direct(b, "a", "min_messages = 2")
+            pb, mb = direct(a, "b", "min_messages = 1000")
+            a.configure(peers=pa, modems=ma)
+            b.configure(peers=pb, modems=mb)
+            a.start()
+            b.start()
+            sent_ba = message("bob@b.example", "alice@a.example", "cable ba")
+            b.send("bob@b.example", ["alice@a.example"], sent_ba)
+            sent_ab = [message("alice@a.example", "bob@b.example",
+                               "cable ab %d" % i, 3000) for i in range(2)]
+            for m in sent_ab:
+                a.send("alice@a.example", ["bob@b.example"], m)
+            b.wait_for(lambda: len(b.maildir("bob")) >= 2, 60, "bob's mail")
+            a.wait_for(lambda: len(a.maildir("alice")) >= 1, 60,
+                       "alice's mail")
+            self.assertEqual(sorted(normalize_eol(body_of(x))
+                                    for x in b.maildir("bob")),
+                             sorted(normalize_eol(x) for x in sent_ab))
+            self.assertEqual(normalize_eol(body_of(a.maildir("alice")[0])),
+                             normalize_eol(sent_ba))
+        finally:
+            a.cleanup()
+            b.cleanup()
+            cable.terminate()
+            cable.wait()
+            shutil.rmtree(d, ignore_errors=True)
+
+
 class StrangerTest(unittest.TestCase):
     """A third office whose key b does not know dials b."""
 
