@@ -195,6 +195,13 @@ bool Server::start(std::string& error) {
                         std::vector<queue::TransitionResult>& out) {
         return n->apply(ts, out);
       };
+      // Mail received with a recipient refused here (unknown user).
+      if (!hooks.on_failed) {
+        hooks.on_failed = [n](const queue::QueueId& id) {
+          if (auto e = n->on_failed(id))
+            log::line(id, "dsn error=" + log::quote(e.message()));
+        };
+      }
     }
     auto after = hooks.after_call;
     hooks.after_call = [this, after] {

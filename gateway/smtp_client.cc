@@ -489,7 +489,8 @@ class Client {
       if (!m.rcpts.empty()) batch.push_back(std::move(m));
     }
     std::vector<queue::TransitionResult> out;
-    if (auto e = ctx_.spool->apply(ts, out)) {
+    if (auto e = ctx_.apply ? ctx_.apply(ts, out)
+                            : ctx_.spool->apply(ts, out)) {
       fail(e, "spool: " + e.message());
       return false;
     }
@@ -532,7 +533,8 @@ class Client {
       ts.push_back(tr);
     }
     std::vector<queue::TransitionResult> out;
-    if (auto e = ctx_.spool->apply(ts, out)) {
+    if (auto e = ctx_.apply ? ctx_.apply(ts, out)
+                            : ctx_.spool->apply(ts, out)) {
       ferry::log::line(m.id, "warning: cannot record delivery: " + e.message());
     }
     if (sent > 0) ++res_.messages_out;
@@ -563,7 +565,7 @@ class Client {
       ferry::log::line(m.id, text);
     }
     m.rcpts.clear();  // settled
-    if (failed > 0 && ctx_.on_failed) ctx_.on_failed(m.id);
+    if (failed > 0 && !ctx_.apply && ctx_.on_failed) ctx_.on_failed(m.id);
   }
 
   // Sends one message.  Returns false when the line is gone (the message

@@ -55,6 +55,12 @@ if(TARGET ferryd)
   ferry_gateway_e2e(gateway_e2e_calls 300 "e2e"
                     ${_e2e}/calls_test.py SchedulerCallTest StrangerTest
                     DirectLineTest)
+  # The field laptop: ferryctl dial --wait in a real terminal (tmux).
+  ferry_gateway_e2e(gateway_e2e_laptop 180 "e2e"
+                    ${_e2e}/laptop_test.py)
+  # The provider's MTA (a real Exim in -bs mode) answering a call.
+  ferry_gateway_e2e(gateway_e2e_smarthost 180 "e2e"
+                    ${_e2e}/smarthost_test.py)
   ferry_gateway_e2e(gateway_e2e_calls_faults 400 "e2e;slow"
                     ${_e2e}/calls_test.py BusyTest DropTest NeverAnswersTest)
 endif()

@@ -1407,7 +1407,10 @@ int Sim::Run(int signal_fd) {
         char buf[4096];
         ssize_t n = read(c->far.fd, buf, sizeof buf);
         if (n > 0) {
-          if (c->phase == Phase::kOnline) {
+          // A TCP service or command starts talking as soon as it is
+          // reached (an SMTP greeting); on a real line its host would
+          // wait for the carrier, so its bytes wait here until online.
+          if (c->phase != Phase::kFailing) {
             c->dir[1].pending.append(buf, n);
           }
         } else if (n == 0 || (errno != EAGAIN && errno != EINTR)) {
