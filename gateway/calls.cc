@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <ctime>
 
 #include "gateway/files.h"
 #include "gateway/log.h"
@@ -665,9 +666,11 @@ void CallManager::finish_call(Peer& p, const CallOutcome& out,
   OutcomeEffect eff = record_outcome(p.sched, p.st, *line, out, rng_);
   log::line(p.cfg->name, "event=call route=" + log::quote(route) +
                              " outcome=" + outcome + " " + eff.log);
-  if (eff.tell_postmaster)
+  if (eff.tell_postmaster) {
     log::line(p.cfg->name,
               "postmaster: " + log::quote(eff.postmaster_text));
+    tell_postmaster(p.cfg->name, eff.postmaster_text);
+  }
   p.retry = out.failure.has_value();
   if (!out.failure) {
     auto gap = std::max<std::chrono::seconds>(kSettle, p.sched.limits.min_gap);
@@ -684,6 +687,39 @@ void CallManager::finish_call(Peer& p, const CallOutcome& out,
   p.call.reset();
   if (hooks_.after_call) hooks_.after_call();
   poke();
+}
+
+// A short mail to the postmaster from the null sender, on the pickup
+// route so that ferryd's pickup delivers it like any local mail.
+void CallManager::tell_postmaster(const std::string& peer,
+                                  const std::string& text) {
+  const std::string domain = cfg_.local.domains.empty()
+                                 ? link_ctx_.options.hostname
+                                 : cfg_.local.domains.front();
+  queue::NewMessage nm;
+  nm.queue_id = queue::new_queue_id();
+  std::time_t now = std::time(nullptr);
+  char date[64];
+  std::strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000",
+                std::gmtime(&now));
+  nm.body = "From: Mail Delivery System <MAILER-DAEMON@" +
+            link_ctx_.options.hostname + ">\r\n" + "To: postmaster@" +
+            domain + "\r\n" + "Subject: ferry: calls to " + peer +
+            " need attention\r\n" + "Date: " + date + "\r\n" +
+            "Message-ID: <" + nm.queue_id + ".postmaster@" +
+            link_ctx_.options.hostname + ">\r\n" +
+            "Auto-Submitted: auto-generated\r\n\r\n" + text + "\r\n\r\n" +
+            "Calls to " + peer + " stay stopped until you fix this; then\r\n" +
+            "restart ferryd or call it by hand with: ferryctl dial " + peer +
+            "\r\n";
+  nm.recipients.push_back({"postmaster@" + domain, "", 0, "pickup"});
+  queue::QueueId id;
+  if (auto e = spool_.submit(std::move(nm), id)) {
+    log::line(peer, "postmaster note not queued error=" +
+                        log::quote(e.message()));
+    return;
+  }
+  log::line(id, "postmaster note for peer=" + peer);
 }
 
 // ---- modems and answering ------------------------------------------------

@@ -147,6 +147,7 @@ class CallManager {
   void finish_call(Peer& p, const CallOutcome& out, const std::string& result,
                    const std::string& text);
   void emit(ActiveCall& call, json::Value event);
+  void tell_postmaster(const std::string& peer, const std::string& text);
   void register_commands(ControlServer& control);
   json::Value modems_status() const;
   json::Value peers_status();

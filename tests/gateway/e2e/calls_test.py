@@ -295,6 +295,12 @@ class StrangerTest(unittest.TestCase):
             self.assertEqual(b.maildir("bob"), [])
             b.wait_for(lambda: "auth failed" in b.log() or
                        "auth=failed" in b.log(), 30, "b logs the refusal")
+            # c's postmaster (alice, by alias) hears that calls to b stop.
+            c.wait_for(lambda: any(b"need attention" in x
+                                   for x in c.maildir("alice")),
+                       30, "a note to c's postmaster")
+            r = c.ctl_run("why", "b")
+            self.assertIn("b:", r.stdout)
         finally:
             for o in (a, b, c):
                 o.cleanup()
