@@ -702,6 +702,7 @@ struct LinkSession::Impl {
           if (!co_await flush()) co_return false;
           sent_first_body = true;
           res.overhead_out = t->bytes_out();
+          res.overhead_in = t->bytes_in();
         }
         send(std::string_view(m.stored).substr(off, n));
         res.body_bytes_out += n;

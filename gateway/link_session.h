@@ -295,6 +295,8 @@ struct CallResult {
   // Raw bytes we had written when our first message byte went out
   // (handshakes, EHLO, offers, commands); 0 if we sent no message.
   uint64_t overhead_out = 0;
+  // Raw bytes we had read by then (the other direction's overhead).
+  uint64_t overhead_in = 0;
   std::chrono::milliseconds duration{0};
 };
 

@@ -336,6 +336,23 @@ TEST_F(LinkTest, LineOverheadUnderTwoKiBEachWay) {
   EXPECT_EQ(c.caller.bytes_in, c.down);
 }
 
+// The same with a whole batch waiting each way (the peers' benchmark
+// payload is 50 messages): fresh messages go without an offer, so the
+// bytes before the first message byte do not grow with the batch.
+TEST_F(LinkTest, LineOverheadStaysUnderTwoKiBForFiftyMessageBatches) {
+  for (int i = 0; i < 50; ++i) {
+    a_.submit("bob@b.example", make_body("to-b-" + std::to_string(i), 20));
+    b_.submit("alice@a.example", make_body("to-a-" + std::to_string(i), 20));
+  }
+  CallOutcome c = place_call(a_, b_);
+  ASSERT_FALSE(c.caller.ec);
+  ASSERT_EQ(a_.maildir().size(), 50u);
+  ASSERT_EQ(b_.maildir().size(), 50u);
+  // Both directions, from connect to the call's first message byte.
+  EXPECT_LT(c.caller.overhead_out, 2048u);
+  EXPECT_LT(c.caller.overhead_in, 2048u);
+}
+
 // A drop in the middle of a message: the next call resumes from the bytes
 // the receiver holds, resending at most the window the sender had out.
 TEST_F(LinkTest, CutMessageResumesFromHeldBytes) {
