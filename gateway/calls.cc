@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <ctime>
 
 #include "gateway/files.h"
@@ -666,6 +667,18 @@ void CallManager::finish_call(Peer& p, const CallOutcome& out,
   OutcomeEffect eff = record_outcome(p.sched, p.st, *line, out, rng_);
   log::line(p.cfg->name, "event=call route=" + log::quote(route) +
                              " outcome=" + outcome + " " + eff.log);
+  if (eff.reset_modem) {
+    // The modem stopped answering: close it; its loop opens it again,
+    // which resets it (ATZ and the init string).
+    for (auto& sl : modems_) {
+      if (&sl->line == line && sl->m && !sl->m->online()) {
+        log::line("modem " + sl->cfg->name, "event=reset reason=" +
+                                                log::quote(out.reply));
+        sl->m->close();
+        sl->m.reset();
+      }
+    }
+  }
   if (eff.tell_postmaster) {
     log::line(p.cfg->name,
               "postmaster: " + log::quote(eff.postmaster_text));
@@ -994,6 +1007,21 @@ void CallManager::register_commands(ControlServer& control) {
         r->fail("not_found", "no peer '" + name + "' in the configuration");
       },
       "why a peer was or was not called, and the next call (args: peer)");
+  // `ferryctl calls` cost: the peer's tariff for a connected call (one
+  // that carried bytes), per started minute.
+  control.set_call_cost(
+      [this](const queue::CallRecord& c) -> std::optional<double> {
+        for (const auto& p : peers_) {
+          if (p->cfg->name != c.peer) continue;
+          if (p->cfg->cost_per_call == 0 && p->cfg->cost_per_minute == 0)
+            return std::nullopt;
+          if (c.bytes_out + c.bytes_in == 0) return 0.0;
+          double secs = std::chrono::duration<double>(c.end - c.start).count();
+          double minutes = std::ceil(std::max(secs, 0.001) / 60.0);
+          return p->cfg->cost_per_call + p->cfg->cost_per_minute * minutes;
+        }
+        return std::nullopt;
+      });
   control.add_status_provider("modems", [this] { return modems_status(); });
   control.add_status_provider("peers", [this] { return peers_status(); });
 }

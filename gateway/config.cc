@@ -669,6 +669,21 @@ Entry positive_number_key(ConfigKey meta) {
           }};
 }
 
+// A number of 0 or more (money).
+template <auto F>
+Entry amount_key(ConfigKey meta) {
+  return {meta, "a number of 0 or more such as 0.05",
+          [](Config& c, const Section& s, std::string_view v, std::string&) {
+            double d;
+            if (!parse_real(v, d) || d < 0 || d > 1e9) return false;
+            F(c, s) = d;
+            return true;
+          },
+          [](const Config& c, const ConstSection& s) {
+            return format_real(F(c, s));
+          }};
+}
+
 // One word of a fixed set, mapped onto an enum.
 template <class E>
 struct Choice {
@@ -1081,6 +1096,12 @@ constexpr auto kPeerSmtpAuthPasswordFile = [](auto&, auto& s) -> auto& {
   return s.peer->smtp_auth_password_file;
 };
 constexpr auto kPeerAtrn = [](auto&, auto& s) -> auto& { return s.peer->atrn; };
+constexpr auto kPeerCostPerCall = [](auto&, auto& s) -> auto& {
+  return s.peer->cost_per_call;
+};
+constexpr auto kPeerCostPerMinute = [](auto&, auto& s) -> auto& {
+  return s.peer->cost_per_minute;
+};
 constexpr auto kPeerPop3Server = [](auto&, auto& s) -> auto& {
   return s.peer->pop3_server;
 };
@@ -1248,6 +1269,12 @@ void add_peer_entries(std::vector<Entry>& e) {
   e.push_back(bool_key<kPeerAtrn>(
       {"peer", "atrn", KeyType::boolean, "no",
        "smtp peers: ask for our domains' mail with ATRN after sending"}));
+  e.push_back(amount_key<kPeerCostPerCall>(
+      {"peer", "cost_per_call", KeyType::number, "0",
+       "tariff: what a connected call costs on connecting"}));
+  e.push_back(amount_key<kPeerCostPerMinute>(
+      {"peer", "cost_per_minute", KeyType::number, "0",
+       "tariff: what each started minute of a connected call costs"}));
   e.push_back(checked_text_key<kPeerPop3Server, is_listen_address_view>(
       {"peer", "pop3_server", KeyType::address, "",
        "IP:PORT of a POP3 multidrop mailbox to collect; empty: none"},

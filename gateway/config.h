@@ -157,6 +157,11 @@ struct PeerConfig {
   std::vector<std::string> pop3_envelope_headers{
       "delivered-to", "x-original-to", "envelope-to"};
 
+  // Tariff for `ferryctl calls`: what a connected call costs, in the
+  // postmaster's currency; both 0: no tariff (cost unknown).
+  double cost_per_call = 0;    // on connecting
+  double cost_per_minute = 0;  // per started minute
+
   // Windows, zone, routes, line, triggers, limits, retries, lifetimes:
   // [schedule] values first, then this section's (set_schedule_key).
   PeerSchedule schedule = default_peer_schedule();

@@ -883,12 +883,14 @@ void ControlServer::add_builtin_commands() {
           x["payload_out"] = c.payload_out;
           x["payload_in"] = c.payload_in;
           // Message bytes moved over what the line could carry in the
-          // call's time; unknown (null) without the CONNECT rate.  No
-          // tariff is configured anywhere yet, so cost is null.
+          // call's time; unknown (null) without the CONNECT rate.  The
+          // cost comes from the peer's tariff (null without one).
           auto eff = line_efficiency(c.payload_out + c.payload_in,
                                      c.line_bps, secs);
           x["efficiency"] = eff ? Value(*eff) : Value();
-          x["cost"] = nullptr;
+          std::optional<double> cost;
+          if (cost_) cost = cost_(c);
+          x["cost"] = cost ? Value(*cost) : Value();
           out.push_back(std::move(x));
         }
         r->done(std::move(v));

@@ -137,6 +137,10 @@ class ControlServer {
   // adds a new one.
   void add_status_provider(std::string name, StatusProvider provider);
 
+  // The cost of a call for `calls` (a tariff); nullopt: unknown.
+  using CostFn = std::function<std::optional<double>(const queue::CallRecord&)>;
+  void set_call_cost(CostFn fn) { cost_ = std::move(fn); }
+
   // Checks the directory and any existing file at the path, binds,
   // sets owner, group and mode, and starts accepting.  On failure returns
   // false with `error` naming the path and the cause; nothing is left
@@ -173,6 +177,7 @@ class ControlServer {
   boost::asio::local::stream_protocol::acceptor acceptor_;
   std::map<std::string, Command> commands_;
   std::map<std::string, StatusProvider> status_;
+  CostFn cost_;
   std::map<ControlConnection*, std::weak_ptr<ControlConnection>> conns_;
   std::chrono::steady_clock::time_point started_;
   ino_t inode_ = 0;  // of the socket we created, for a safe unlink

@@ -462,7 +462,12 @@ void print_calls(const Value& r) {
       std::snprintf(b, sizeof b, "%.0f%%", c["efficiency"].as_double() * 100);
       eff = b;
     }
-    std::string cost = c["cost"].is_null() ? "-" : c["cost"].as_string();
+    std::string cost = "-";
+    if (c["cost"].is_number()) {
+      char cb[32];
+      std::snprintf(cb, sizeof cb, "%.2f", c["cost"].as_double());
+      cost = cb;
+    }
     std::printf("%-19s %-12s %8s %8s %8s %7s %5s %5s  %s\n",
                 fmt_time(c["start"].as_int()).c_str(),
                 c["peer"].as_string().c_str(),

@@ -93,7 +93,8 @@ class TwoOffices(unittest.TestCase):
 
 
 class SchedulerCallTest(TwoOffices):
-    A_PEER = "min_messages = 3\nretry_busy = 30s"
+    A_PEER = ("min_messages = 3\nretry_busy = 30s\n"
+              "cost_per_call = 0.10\ncost_per_minute = 0.05")
 
     def test_threshold_call_exchanges_both_ways_then_b_dials(self):
         sent_ab = [message("alice@a.example", "bob@b.example",
@@ -117,6 +118,12 @@ class SchedulerCallTest(TwoOffices):
         self.assertEqual(calls[0]["result"], "ok")
         self.assertEqual(calls[0]["messages_out"], 3)
         self.assertEqual(calls[0]["messages_in"], 2)
+        # The tariff: a connected call under a minute costs 0.10 + 0.05.
+        self.assertAlmostEqual(calls[0]["cost"], 0.15)
+        self.assertIsNotNone(calls[0]["efficiency"])
+        r = self.a.ctl_run("calls")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("0.15", r.stdout)
         self.assertIn("event=decide call=yes", self.a.log())
 
         # Now b places the call by hand; a's reply mail comes back in it.
