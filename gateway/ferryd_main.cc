@@ -15,7 +15,9 @@
 //   0 normal stop or valid configuration; 1 configuration or start-up
 //   error (the message names file:line or the object and cause); 2 bad
 //   command line.
+#include <fcntl.h>
 #include <pwd.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -161,6 +163,33 @@ int main(int argc, char** argv) {
 
   // The spool, then the service.  The server goes first on the way out:
   // its sessions may still be waiting for the spool's committer.
+  // One ferryd per spool: a second one would recover the first one's
+  // calls in flight and send their mail twice.  (ferry-sendmail writes
+  // to the spool too, but never calls.)  The lock lives while we run.
+  std::string lock_path = cfg.spool_dir + "/ferryd.pid";
+  int lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+  if (lock_fd < 0)
+    return fatal("spool " + cfg.spool_dir + ": " + lock_path + ": " +
+                 std::strerror(errno));
+  if (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    char other[32] = {};
+    ssize_t n = ::pread(lock_fd, other, sizeof other - 1, 0);
+    std::string pid = n > 0 ? std::string(other, static_cast<size_t>(n)) : "";
+    while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' '))
+      pid.pop_back();
+    return fatal("spool " + cfg.spool_dir +
+                 " is in use by another ferryd" +
+                 (pid.empty() ? std::string() : " (pid " + pid + ")") +
+                 "; stop it first or give this one its own [ferryd] spool");
+  }
+  {
+    std::string me = std::to_string(::getpid()) + "\n";
+    if (::ftruncate(lock_fd, 0) != 0 ||
+        ::pwrite(lock_fd, me.data(), me.size(), 0) < 0) {
+      ferry::log::line("ferryd", "warning: cannot write " + lock_path);
+    }
+  }
+
   std::error_code ec;
   auto spool = ferry::queue::Spool::open(cfg.spool_dir, {}, ec);
   if (!spool) return fatal("spool " + cfg.spool_dir + ": " + ec.message());

@@ -509,6 +509,14 @@ std::string render_progress(const Value& p) {
 // failure returns false and sets `error` to "PATH: REASON".
 bool install_file(const std::string& path, const std::string& text,
                   mode_t mode, bool force, std::string& error) {
+  // --force replaces an earlier key file, never anything else: a device
+  // (/dev/null), a directory or a symbolic link stays as it is.
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    error = path + ": exists and is not a regular file; refusing to "
+                   "replace it (even with --force)";
+    return false;
+  }
   size_t slash = path.rfind('/');
   std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
   std::string base =
@@ -1004,6 +1012,8 @@ int main(int argc, char** argv) {
       print_action(r);
     } else if (cmd == "calls") {
       print_calls(r);
+    } else if (cmd == "why") {
+      std::printf("%s\n", r["text"].as_string().c_str());
     } else if (cmd == "help") {
       for (const auto& [name, text] : r.as_object()) {
         std::printf("  %-14s %s\n", name.c_str(), text.as_string().c_str());

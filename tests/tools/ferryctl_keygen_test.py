@@ -195,6 +195,24 @@ class Keygen(unittest.TestCase):
         self.assertNotEqual(read(f).decode(), text)
         self.assertEqual(mode_of(f), 0o600)
 
+    def test_force_never_replaces_a_device_or_a_link(self):
+        # A FIFO stands in for /dev/null: --force replaces key files only.
+        fifo = os.path.join(self.dir, "fifo")
+        os.mkfifo(fifo)
+        r = self.ctl("keygen", "--psk", fifo, "--force")
+        self.assertEqual(r.returncode, EXIT_FAILED, r.stdout + r.stderr)
+        self.assertIn("not a regular file", r.stderr)
+        self.assertTrue(stat.S_ISFIFO(os.lstat(fifo).st_mode))
+        target = os.path.join(self.dir, "target")
+        with open(target, "w") as f:
+            f.write("keep me\n")
+        link = os.path.join(self.dir, "link")
+        os.symlink(target, link)
+        r = self.ctl("keygen", "--psk", link, "--force")
+        self.assertEqual(r.returncode, EXIT_FAILED, r.stdout + r.stderr)
+        self.assertTrue(os.path.islink(link))
+        self.assertEqual(read(target), b"keep me\n")
+
     def test_show_refuses_psk_open_to_others(self):
         f = os.path.join(self.dir, "k.psk")
         self.assertEqual(self.ctl("keygen", "--psk", f).returncode, EXIT_OK)

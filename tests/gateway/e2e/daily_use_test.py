@@ -73,6 +73,11 @@ class DailyUseTest(unittest.TestCase):
         self.assertEqual(len(got), 1, self.ferryd.log())
         self.assertIn(b"nightly report\r\n", got[0])
         self.assertIn(b"Subject: from a cron job\r\n", got[0])
+        # The Maildir file comes first; the run's log line a moment later.
+        deadline = time.time() + 20
+        while "pickup messages=1" not in self.ferryd.log() and \
+                time.time() < deadline:
+            time.sleep(0.05)
         self.assertIn("pickup messages=1", self.ferryd.log())
 
     @unittest.skipUnless(SENDMAIL, "FERRY_SENDMAIL not set")

@@ -65,6 +65,15 @@ class CliTest(unittest.TestCase):
         self.assertEqual(r.returncode, 1)
         self.assertIn("[listener relay]", r.stderr)
 
+    def test_second_ferryd_on_the_same_spool_is_refused(self):
+        self.f.start()
+        r = ferryd("--config", self.f.config)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("in use by another ferryd (pid %d)" % self.f.proc.pid,
+                      r.stderr)
+        # The first one still serves.
+        self.assertIsNone(self.f.proc.poll())
+
     def test_man_page_renders_without_warnings(self):
         page = os.path.join(SOURCE, "man", "ferryd.8")
         r = subprocess.run(
