@@ -21,6 +21,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/ssl.h>
+
+#include <boost/asio/ssl/context.hpp>
 #include <boost/program_options.hpp>
 #include <csignal>
 #include <cstdio>
@@ -29,10 +32,13 @@
 #include <algorithm>
 #include <iostream>
 #include <memory>
+#include <stdexcept>
 #include <string>
 
 #include "gateway/clock.h"
 #include "gateway/config.h"
+#include "gateway/files.h"
+#include "gateway/peer_tls.h"
 #include "gateway/log.h"
 #include "gateway/notify.h"
 #include "gateway/policy.h"
@@ -74,6 +80,55 @@ void hand_over(const ferry::gw::Config& cfg, const std::string& user) {
   struct stat st {};
   if (::lstat(cfg.control_socket.c_str(), &st) == 0 && st.st_uid == 0)
     give(cfg.control_socket);
+}
+
+// --check-config: what ferryd would refuse at start-up beyond a file's
+// presence -- certificates and keys that do not parse or do not match,
+// PSK files that are malformed or open to others, empty paths.
+bool check_contents(const ferry::gw::Config& cfg, std::string& error) {
+  const std::string& src = cfg.source;
+  if (cfg.spool_dir.empty()) {
+    error = src + ": [ferryd] spool: expected a directory, got ''";
+    return false;
+  }
+  if (cfg.control_socket.empty() || cfg.control_socket.size() >= 108) {
+    error = src + ": [ferryd] control_socket: expected a path of 1 to 107 "
+                  "bytes, got '" + cfg.control_socket + "'";
+    return false;
+  }
+  if (!cfg.tls.certificate.empty()) {
+    try {
+      boost::asio::ssl::context ctx(boost::asio::ssl::context::tls_server);
+      ctx.use_certificate_chain_file(cfg.tls.certificate);
+      ctx.use_private_key_file(cfg.tls.key, boost::asio::ssl::context::pem);
+      if (SSL_CTX_check_private_key(ctx.native_handle()) != 1)
+        throw std::runtime_error("the key does not match the certificate");
+    } catch (const std::exception& e) {
+      error = src + ": [tls] certificate " + cfg.tls.certificate +
+              " / key " + cfg.tls.key + ": " + e.what();
+      return false;
+    }
+  }
+  if (!cfg.link.certificate.empty()) {
+    ferry::gw::PeerIdentity me;
+    std::string why;
+    if (!ferry::gw::read_text_file(cfg.link.certificate, me.cert_pem, why) ||
+        !ferry::gw::read_text_file(cfg.link.key, me.key_pem, why) ||
+        !ferry::gw::PeerTls::make(me, {}, false, why)) {
+      error = src + ": [link] certificate " + cfg.link.certificate +
+              " / key " + cfg.link.key + ": " + why;
+      return false;
+    }
+  }
+  for (const auto& p : cfg.peers) {
+    if (p.psk_file.empty()) continue;
+    std::string psk, why;
+    if (!ferry::gw::load_psk_file(p.psk_file, psk, why)) {
+      error = src + ": [peer " + p.name + "] psk_file: " + why;
+      return false;
+    }
+  }
+  return true;
 }
 
 int fatal(const std::string& what) {
@@ -150,7 +205,8 @@ int main(int argc, char** argv) {
   }
   if (vm.count("check-config")) {
     // The files the settings name must be there and readable.
-    if (!ferry::gw::check_files(cfg, error)) {
+    if (!ferry::gw::check_files(cfg, error) ||
+        !check_contents(cfg, error)) {
       std::fprintf(stderr, "%s\n", error.c_str());
       return 1;
     }

@@ -74,6 +74,13 @@ class CliTest(unittest.TestCase):
         # The first one still serves.
         self.assertIsNone(self.f.proc.poll())
 
+    def test_check_config_refuses_a_certificate_that_is_not_pem(self):
+        with open(self.f.cert, "w") as f:
+            f.write("not a certificate\n")
+        r = ferryd("--check-config", "--config", self.f.config)
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertIn("[tls] certificate " + self.f.cert, r.stderr)
+
     def test_man_page_renders_without_warnings(self):
         page = os.path.join(SOURCE, "man", "ferryd.8")
         r = subprocess.run(
