@@ -56,22 +56,19 @@ class TwoOffices(unittest.TestCase):
     B_PEER = "min_messages = 1000"
 
     def setUp(self):
+        # Each part is cleaned up even if a later one fails to start.
         self.line = Line([("a", NUMBERS["a"]), ("b", NUMBERS["b"])])
+        self.addCleanup(self.line.stop)
         self.a = Office("a")
+        self.addCleanup(self.a.cleanup)
         self.b = Office("b")
+        self.addCleanup(self.b.cleanup)
         self.a.configure(peers=peer_section(self.b, "b", "a", self.A_PEER),
                          modems=modem_section(self.line, "a"))
         self.b.configure(peers=peer_section(self.a, "a", "b", self.B_PEER),
                          modems=modem_section(self.line, "b"))
         self.a.start()
         self.b.start()
-
-    def tearDown(self):
-        try:
-            self.a.cleanup()
-            self.b.cleanup()
-        finally:
-            self.line.stop()
 
     def wait_mail(self, office, user, count, timeout=90):
         office.wait_for(lambda: len(office.maildir(user)) >= count,
@@ -229,12 +226,18 @@ class DirectLineTest(unittest.TestCase):
         if not shutil.which("socat"):
             self.skipTest("socat not installed")
         d = tempfile.mkdtemp(prefix="ferry-cable-")
+        self.addCleanup(shutil.rmtree, d, True)
         cable = subprocess.Popen(
             ["socat", "pty,link=%s/a,raw,echo=0" % d,
              "pty,link=%s/b,raw,echo=0" % d],
             stderr=subprocess.DEVNULL)
-        a, b = Office("a"), Office("b")
-        try:
+        self.addCleanup(cable.wait)
+        self.addCleanup(cable.terminate)
+        a = Office("a")
+        self.addCleanup(a.cleanup)
+        b = Office("b")
+        self.addCleanup(b.cleanup)
+        if True:  # (the body was a try: block; cleanups are registered)
             deadline = time.time() + 10
             while not (os.path.exists(d + "/a") and os.path.exists(d + "/b")):
                 self.assertLess(time.time(), deadline, "socat made no PTYs")
@@ -272,12 +275,6 @@ class DirectLineTest(unittest.TestCase):
                              sorted(normalize_eol(x) for x in sent_ab))
             self.assertEqual(normalize_eol(body_of(a.maildir("alice")[0])),
                              normalize_eol(sent_ba))
-        finally:
-            a.cleanup()
-            b.cleanup()
-            cable.terminate()
-            cable.wait()
-            shutil.rmtree(d, ignore_errors=True)
 
 
 class StrangerTest(unittest.TestCase):
@@ -285,10 +282,14 @@ class StrangerTest(unittest.TestCase):
 
     def test_stranger_is_refused_and_learns_nothing(self):
         line = Line([("b", NUMBERS["b"]), ("c", NUMBERS["c"])])
+        self.addCleanup(line.stop)
         a = Office("a")  # only its identity: b trusts a, not c
+        self.addCleanup(a.cleanup)
         b = Office("b")
+        self.addCleanup(b.cleanup)
         c = Office("c")
-        try:
+        self.addCleanup(c.cleanup)
+        if True:  # (the body was a try: block; cleanups are registered)
             b.configure(peers=peer_section(a, "a", "b", "dial = no"),
                         modems=modem_section(line, "b"))
             c.configure(peers=peer_section(b, "b", "c", "min_messages = 1000"),
@@ -308,10 +309,6 @@ class StrangerTest(unittest.TestCase):
                        30, "a note to c's postmaster")
             r = c.ctl_run("why", "b")
             self.assertIn("b:", r.stdout)
-        finally:
-            for o in (a, b, c):
-                o.cleanup()
-            line.stop()
 
 
 if __name__ == "__main__":

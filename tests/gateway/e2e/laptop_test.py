@@ -25,8 +25,11 @@ class LaptopDialTest(unittest.TestCase):
         # A slower line than the other call tests, so the call lasts long
         # enough to watch.
         self.line = Line([("office", "5551000"), ("laptop", "5559000")])
+        self.addCleanup(self.line.stop)
         self.office = Office("office")
+        self.addCleanup(self.office.cleanup)
         self.laptop = Office("laptop")
+        self.addCleanup(self.laptop.cleanup)
         self.office.configure(
             peers="\n".join([
                 "[peer laptop]",
@@ -56,11 +59,6 @@ class LaptopDialTest(unittest.TestCase):
     def tearDown(self):
         subprocess.run(["tmux", "kill-session", "-t", self.session],
                        stderr=subprocess.DEVNULL)
-        try:
-            self.office.cleanup()
-            self.laptop.cleanup()
-        finally:
-            self.line.stop()
 
     def screen(self):
         r = subprocess.run(["tmux", "capture-pane", "-p", "-t",

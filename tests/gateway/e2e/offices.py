@@ -64,8 +64,10 @@ class Line:
                                      stderr=self._log)
         line = self.proc.stdout.readline()
         if line.strip() != b"ready":
+            text = self.log()
+            self.stop()  # never leave it running (it holds ctest's pipes)
             raise AssertionError("modemsim did not start: %r\n%s"
-                                 % (line, self.log()))
+                                 % (line, text))
 
     def device(self, name):
         return os.path.join(self.dir, name)

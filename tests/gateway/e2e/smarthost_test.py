@@ -78,6 +78,7 @@ def exim_usable():
 class SmarthostOverModemTest(unittest.TestCase):
     def setUp(self):
         self.exim_dir = tempfile.mkdtemp(prefix="ferry-provider-")
+        self.addCleanup(shutil.rmtree, self.exim_dir, True)
         for sub in ("spool", "log", "mail"):
             os.makedirs(os.path.join(self.exim_dir, sub))
             shutil.chown(os.path.join(self.exim_dir, sub), "Debian-exim",
@@ -89,7 +90,9 @@ class SmarthostOverModemTest(unittest.TestCase):
         route = "5550000=exec:%s -C %s -bs -odq -oMa 127.0.0.1" % (EXIM,
                                                                    self.conf)
         self.line = Line([("a", "5551001")], extra_args=["--route", route])
+        self.addCleanup(self.line.stop)
         self.a = Office("a")
+        self.addCleanup(self.a.cleanup)
         self.a.configure(
             peers="\n".join([
                 "[peer isp]",
@@ -104,13 +107,6 @@ class SmarthostOverModemTest(unittest.TestCase):
                 "answer = no",
                 "time_scale = %g" % (1.0 / SCALE)]))
         self.a.start()
-
-    def tearDown(self):
-        try:
-            self.a.cleanup()
-        finally:
-            self.line.stop()
-            shutil.rmtree(self.exim_dir, ignore_errors=True)
 
     def delivered(self):
         out = []
