@@ -1999,8 +1999,24 @@ bool parse_config(std::string_view text, std::string_view name, Config& out,
   }
 
   if (!finish_config(cfg, lines, error)) return false;
+  cfg.key_lines = lines.keys;
+  cfg.section_lines = lines.sections;
   out = std::move(cfg);
   return true;
+}
+
+std::string config_where(const Config& cfg, const std::string& label,
+                         std::string_view key) {
+  int line = 0;
+  auto k = cfg.key_lines.find(label + " " + std::string(key));
+  if (k != cfg.key_lines.end()) {
+    line = k->second;
+  } else if (auto sec = cfg.section_lines.find(label);
+             sec != cfg.section_lines.end()) {
+    line = sec->second;
+  }
+  return cfg.source + (line > 0 ? ":" + std::to_string(line) : "") + ": " +
+         label + " " + std::string(key) + ": ";
 }
 
 bool load_config(const std::string& path, Config& out, std::string& error) {
@@ -2062,8 +2078,7 @@ bool check_files(const Config& cfg, std::string& error) {
   std::string why;
   auto fail = [&](const std::string& label, std::string_view key,
                   const std::string& path, const std::string& what) {
-    error = cfg.source + ": " + label + " " + std::string(key) + ": " + path +
-            ": " + what;
+    error = config_where(cfg, label, key) + path + ": " + what;
     return false;
   };
   auto file = [&](const std::string& label, std::string_view key,

@@ -212,6 +212,9 @@ struct Config {
   PeerSchedule schedule_defaults = default_peer_schedule();
   std::vector<std::pair<std::string, std::string>> schedule_default_keys;
   NotifyConfig notify;  // [schedule] notification keys
+  // Where each setting was given: "[section] key" (and "[section]") ->
+  // line, for messages about a value found wrong after parsing.
+  std::map<std::string, int> key_lines, section_lines;
 };
 
 // Parses the file at `path`.  On success returns true and replaces `out`
@@ -237,6 +240,11 @@ std::string describe_effective(const Config&);
 // naming the section, the key, the path and the cause on the first
 // failure.  Reads files; call it before dropping privileges.
 bool check_files(const Config&, std::string& error);
+
+// "ferry.conf:12: [link] certificate: " for a message about that setting
+// (the section's line when the key was left to its default).
+std::string config_where(const Config& cfg, const std::string& label,
+                         std::string_view key);
 
 // --- The key registry -------------------------------------------------
 

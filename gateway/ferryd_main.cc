@@ -86,14 +86,15 @@ void hand_over(const ferry::gw::Config& cfg, const std::string& user) {
 // presence -- certificates and keys that do not parse or do not match,
 // PSK files that are malformed or open to others, empty paths.
 bool check_contents(const ferry::gw::Config& cfg, std::string& error) {
-  const std::string& src = cfg.source;
   if (cfg.spool_dir.empty()) {
-    error = src + ": [ferryd] spool: expected a directory, got ''";
+    error = ferry::gw::config_where(cfg, "[ferryd]", "spool") +
+            "expected a directory, got ''";
     return false;
   }
   if (cfg.control_socket.empty() || cfg.control_socket.size() >= 108) {
-    error = src + ": [ferryd] control_socket: expected a path of 1 to 107 "
-                  "bytes, got '" + cfg.control_socket + "'";
+    error = ferry::gw::config_where(cfg, "[ferryd]", "control_socket") +
+            "expected a path of 1 to 107 bytes, got '" + cfg.control_socket +
+            "'";
     return false;
   }
   if (!cfg.tls.certificate.empty()) {
@@ -104,8 +105,9 @@ bool check_contents(const ferry::gw::Config& cfg, std::string& error) {
       if (SSL_CTX_check_private_key(ctx.native_handle()) != 1)
         throw std::runtime_error("the key does not match the certificate");
     } catch (const std::exception& e) {
-      error = src + ": [tls] certificate " + cfg.tls.certificate +
-              " / key " + cfg.tls.key + ": " + e.what();
+      error = ferry::gw::config_where(cfg, "[tls]", "certificate") +
+              cfg.tls.certificate + " with key " + cfg.tls.key + ": " +
+              e.what();
       return false;
     }
   }
@@ -115,8 +117,8 @@ bool check_contents(const ferry::gw::Config& cfg, std::string& error) {
     if (!ferry::gw::read_text_file(cfg.link.certificate, me.cert_pem, why) ||
         !ferry::gw::read_text_file(cfg.link.key, me.key_pem, why) ||
         !ferry::gw::PeerTls::make(me, {}, false, why)) {
-      error = src + ": [link] certificate " + cfg.link.certificate +
-              " / key " + cfg.link.key + ": " + why;
+      error = ferry::gw::config_where(cfg, "[link]", "certificate") +
+              cfg.link.certificate + " with key " + cfg.link.key + ": " + why;
       return false;
     }
   }
@@ -124,7 +126,9 @@ bool check_contents(const ferry::gw::Config& cfg, std::string& error) {
     if (p.psk_file.empty()) continue;
     std::string psk, why;
     if (!ferry::gw::load_psk_file(p.psk_file, psk, why)) {
-      error = src + ": [peer " + p.name + "] psk_file: " + why;
+      error = ferry::gw::config_where(cfg, "[peer " + p.name + "]",
+                                      "psk_file") +
+              why;
       return false;
     }
   }
@@ -187,6 +191,12 @@ int main(int argc, char** argv) {
   auto users = ferry::gw::Users::load(cfg.local.users_file,
                                       cfg.local.aliases_file, error);
   if (!users) {
+    // Name the setting that led there.
+    bool aliases = !cfg.local.aliases_file.empty() &&
+                   error.rfind(cfg.local.aliases_file, 0) == 0;
+    error = ferry::gw::config_where(cfg, "[local]",
+                                    aliases ? "aliases_file" : "users_file") +
+            error;
     if (vm.count("check-config")) {
       std::fprintf(stderr, "%s\n", error.c_str());
       return 1;

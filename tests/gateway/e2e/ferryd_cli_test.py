@@ -79,7 +79,8 @@ class CliTest(unittest.TestCase):
             f.write("not a certificate\n")
         r = ferryd("--check-config", "--config", self.f.config)
         self.assertEqual(r.returncode, 1, r.stdout)
-        self.assertIn("[tls] certificate " + self.f.cert, r.stderr)
+        self.assertRegex(r.stderr, r"ferry\.conf:\d+: \[tls\] certificate: ")
+        self.assertIn(self.f.cert, r.stderr)
 
     def test_man_page_renders_without_warnings(self):
         page = os.path.join(SOURCE, "man", "ferryd.8")

@@ -918,14 +918,15 @@ TEST_F(ConfigCheckFiles, EachMissingFileIsNamedWithItsKey) {
     std::string want;
   };
   const Case cases[] = {
-      {"tls.pem", "ferry.conf: [tls] certificate: " + path("gone") +
+      // File, line and key, as every configuration error.
+      {"tls.pem", "ferry.conf:4: [tls] certificate: " + path("gone") +
                       ": cannot read: No such file or directory"},
       {"tls.key", "[tls] key: "},
       {"link.pem", "[link] certificate: "},
       {"link.key", "[link] key: "},
       {"south.psk", "[peer south] psk_file: " + path("gone")},
       {"pop3.pass", "[peer isp] pop3_password_file: "},
-      {"tty", "ferry.conf: [modem m0] device: " + path("gone") +
+      {"tty", "ferry.conf:12: [modem m0] device: " + path("gone") +
                   ": No such file or directory"},
   };
   for (const Case& c : cases) {
