@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <ctime>
 
+#include "gateway/smtp_parser.h"
+
 namespace ferry::gw {
 namespace {
 
@@ -29,23 +31,6 @@ std::string_view trim(std::string_view s) {
   while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back())))
     s.remove_suffix(1);
   return s;
-}
-
-// RFC 3461 xtext: "+XX" stands for the byte 0xXX.
-std::string xtext_decode(std::string_view s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '+' && i + 2 < s.size() &&
-        std::isxdigit(static_cast<unsigned char>(s[i + 1])) &&
-        std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
-      out += static_cast<char>(
-          std::stoi(std::string(s.substr(i + 1, 2)), nullptr, 16));
-      i += 2;
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
 }
 
 // A reply or reason on one header line: line breaks become spaces and
@@ -237,12 +222,12 @@ std::string build(const DsnRequest& req,
   h("");
   h("Reporting-MTA: dns; " + host);
   if (!req.envid.empty())
-    h("Original-Envelope-Id: " + one_line(xtext_decode(req.envid)));
+    h("Original-Envelope-Id: " + one_line(smtp::xtext_decode(req.envid)));
   h("Arrival-Date: " + rfc5322_date(req.arrival));
   for (const DsnRecipient* r : rcpts) {
     h("");
     if (!r->orcpt.empty()) {
-      std::string o = xtext_decode(r->orcpt);
+      std::string o = smtp::xtext_decode(r->orcpt);
       size_t semi = o.find(';');
       if (semi != std::string::npos)
         h("Original-Recipient: " + one_line(o.substr(0, semi)) + ";" +

@@ -45,35 +45,6 @@ std::string digest_b64url(std::string_view bytes) {
   return out;
 }
 
-// RFC 3461 xtext encoding.
-std::string xtext_encode(std::string_view s) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (c < 33 || c > 126 || c == '+' || c == '=') {
-      out += '+';
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out;
-}
-
-std::string notify_text(uint8_t bits) {
-  if (bits & queue::notify_never) return "NEVER";
-  std::string out;
-  auto add = [&](const char* w) {
-    if (!out.empty()) out += ',';
-    out += w;
-  };
-  if (bits & queue::notify_success) add("SUCCESS");
-  if (bits & queue::notify_failure) add("FAILURE");
-  if (bits & queue::notify_delay) add("DELAY");
-  return out;
-}
-
 bool ascii_only(std::string_view s) {
   return std::all_of(s.begin(), s.end(), [](char c) {
     return (static_cast<unsigned char>(c) & 0x80) == 0;
@@ -670,7 +641,7 @@ struct LinkSession::Impl {
       if (utf8) mail += " SMTPUTF8";
       if (m.info.ret == queue::Ret::full) mail += " RET=FULL";
       if (m.info.ret == queue::Ret::hdrs) mail += " RET=HDRS";
-      if (!m.info.envid.empty()) mail += " ENVID=" + xtext_encode(m.info.envid);
+      if (!m.info.envid.empty()) mail += " ENVID=" + smtp::xtext_encode(m.info.envid);
       mail += " XTID=" + m.tid + " XBODY=ZSTD";
       if (m.from > 0) mail += " XFROM=" + std::to_string(m.from);
       send(mail + "\r\n");
@@ -680,7 +651,7 @@ struct LinkSession::Impl {
       for (size_t k = 0; k < m.rcpts.size(); ++k) {
         const auto& r = m.info.recipients[m.rcpts[k]];
         std::string rc = "RCPT TO:<" + r.address + ">";
-        if (r.notify) rc += " NOTIFY=" + notify_text(r.notify);
+        if (r.notify) rc += " NOTIFY=" + smtp::format_notify(r.notify);
         if (!r.orcpt.empty()) rc += " ORCPT=" + r.orcpt;
         send(rc + "\r\n");
         expects.push_back({Expect::rcpt, i, k});

@@ -7,6 +7,7 @@
 #include "gateway/address.h"
 #include "gateway/log.h"
 #include "gateway/maildir.h"
+#include "gateway/smtp_parser.h"
 
 namespace ferry::gw {
 
@@ -28,22 +29,6 @@ ClientFacts trusted_local() {
 
 std::string reply_line(const Reply& r) {
   return std::to_string(r.code) + " " + r.enhanced + " " + r.text;
-}
-
-// RFC 3461 xtext: '+', '=' and bytes outside 33..126 become "+HH".
-std::string xtext(std::string_view s) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (c < 33 || c > 126 || c == '+' || c == '=') {
-      out += '+';
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out;
 }
 
 bool due(const queue::RecipientInfo& r, queue::Clock::time_point now) {
@@ -101,7 +86,7 @@ std::error_code plan_pickup(queue::Spool& spool, const Policy& policy,
       // address the sender used.
       nr.orcpt = r->orcpt;
       if (nr.orcpt.empty() && a != r->address) {
-        nr.orcpt = "rfc822;" + xtext(r->address);
+        nr.orcpt = "rfc822;" + smtp::xtext_encode(r->address);
       }
       nr.notify = r->notify;
       nr.route = d.route;

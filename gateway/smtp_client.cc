@@ -10,6 +10,7 @@
 #include <optional>
 
 #include "gateway/log.h"
+#include "gateway/smtp_parser.h"
 
 namespace ferry::gw {
 namespace {
@@ -22,35 +23,6 @@ using queue::Transition;
 constexpr size_t kMaxLine = 4096;  // longest reply line we accept
 constexpr const char* kDupReason =
     "connection lost after end of data; may be duplicated";
-
-// RFC 3461 xtext.
-std::string xtext(std::string_view s) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (c < 33 || c > 126 || c == '+' || c == '=') {
-      out += '+';
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    } else {
-      out += static_cast<char>(c);
-    }
-  }
-  return out;
-}
-
-std::string notify_words(uint8_t bits) {
-  if (bits & queue::notify_never) return "NEVER";
-  std::string out;
-  auto add = [&](const char* w) {
-    if (!out.empty()) out += ',';
-    out += w;
-  };
-  if (bits & queue::notify_success) add("SUCCESS");
-  if (bits & queue::notify_failure) add("FAILURE");
-  if (bits & queue::notify_delay) add("DELAY");
-  return out;
-}
 
 bool ascii(std::string_view s) {
   return std::all_of(s.begin(), s.end(), [](char c) {
@@ -610,7 +582,7 @@ class Client {
     if (ext_.dsn) {
       if (m.info.ret == queue::Ret::full) mail += " RET=FULL";
       if (m.info.ret == queue::Ret::hdrs) mail += " RET=HDRS";
-      if (!m.info.envid.empty()) mail += " ENVID=" + xtext(m.info.envid);
+      if (!m.info.envid.empty()) mail += " ENVID=" + smtp::xtext_encode(m.info.envid);
     }
     send(mail + "\r\n");
     Reply mail_reply;
@@ -628,7 +600,7 @@ class Client {
     for (size_t k = 0; k < n; ++k) {
       const auto& r = m.info.recipients[m.rcpts[k]];
       std::string rc = "RCPT TO:<" + r.address + ">";
-      if (ext_.dsn && r.notify) rc += " NOTIFY=" + notify_words(r.notify);
+      if (ext_.dsn && r.notify) rc += " NOTIFY=" + smtp::format_notify(r.notify);
       if (ext_.dsn && !r.orcpt.empty()) rc += " ORCPT=" + r.orcpt;
       send(rc + "\r\n");
       if (!ext_.pipelining && !co_await read_reply(replies[k])) {

@@ -191,6 +191,34 @@ std::string xtext_decode(std::string_view text) {
   return out;
 }
 
+std::string xtext_encode(std::string_view text) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : text) {
+    if (c < 33 || c > 126 || c == '+' || c == '=') {
+      out += '+';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
+std::string format_notify(uint8_t bits) {
+  if (bits & 1) return "NEVER";
+  std::string out;
+  auto add = [&](const char* w) {
+    if (!out.empty()) out += ',';
+    out += w;
+  };
+  if (bits & 2) add("SUCCESS");
+  if (bits & 4) add("FAILURE");
+  if (bits & 8) add("DELAY");
+  return out;
+}
+
 std::optional<uint8_t> parse_notify(std::string_view value) {
   uint8_t bits = 0;
   size_t start = 0;

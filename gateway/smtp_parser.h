@@ -86,10 +86,14 @@ bool parse_params(std::string_view text, Params& out, std::string& error);
 // RFC 3461 xtext: "+HH" escapes, printable ASCII otherwise.
 bool xtext_valid(std::string_view text);
 std::string xtext_decode(std::string_view text);
+// '+', '=' and bytes outside 33..126 become "+HH" (ORCPT, ENVID out).
+std::string xtext_encode(std::string_view text);
 
 // RFC 3461 NOTIFY list -> queue::Notify bits.  Returns nullopt if invalid
 // (NEVER combined with anything, unknown words, empty list).
 std::optional<uint8_t> parse_notify(std::string_view value);
+// The NOTIFY value for such bits: "NEVER" or e.g. "SUCCESS,FAILURE".
+std::string format_notify(uint8_t bits);
 
 // Base64 for AUTH (RFC 4648, padding required, no whitespace).
 std::optional<std::string> base64_decode(std::string_view in);

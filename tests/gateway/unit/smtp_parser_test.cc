@@ -77,6 +77,19 @@ TEST(SmtpParams, KeysUpperCasedValuesKept) {
   EXPECT_FALSE(parse_params("A=b=c", p, err));
 }
 
+// What ferry sends on (ORCPT, ENVID, NOTIFY) reads back as it was.
+TEST(SmtpParams, XtextAndNotifyRoundTrip) {
+  const std::string raw = "rfc822;a+b=c d\x01\xc3\xa9@example.org";
+  std::string enc = xtext_encode(raw);
+  EXPECT_TRUE(xtext_valid(enc)) << enc;
+  EXPECT_EQ(enc.find_first_of("= "), std::string::npos);
+  EXPECT_EQ(xtext_decode(enc), raw);
+  for (uint8_t bits : {1, 2, 4, 8, 6, 14}) {
+    EXPECT_EQ(parse_notify(format_notify(bits)), bits) << format_notify(bits);
+  }
+  EXPECT_EQ(format_notify(6), "SUCCESS,FAILURE");
+}
+
 TEST(SmtpParams, XtextAndNotify) {
   EXPECT_TRUE(xtext_valid("rfc822;a+2Bb@example.org"));
   EXPECT_FALSE(xtext_valid("bad+2"));
