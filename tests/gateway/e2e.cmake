@@ -54,6 +54,7 @@ if(TARGET ferryd)
   # Two ferryd processes calling each other over ferry-modemsim.
   ferry_gateway_e2e(gateway_e2e_calls 300 "e2e"
                     ${_e2e}/calls_test.py SchedulerCallTest StrangerTest
+                    AnyFreeModemTest
                     DirectLineTest)
   # The field laptop: ferryctl dial --wait in a real terminal (tmux).
   ferry_gateway_e2e(gateway_e2e_laptop 180 "e2e"

@@ -277,6 +277,40 @@ class DirectLineTest(unittest.TestCase):
                              normalize_eol(sent_ba))
 
 
+class AnyFreeModemTest(unittest.TestCase):
+    """Office a has two modems and line = any; the first one is dead
+    (mute), so the call goes out on the second."""
+
+    def test_call_uses_the_modem_that_works(self):
+        line = Line([("a1", "5551011"), ("a2", "5551012"),
+                     ("b", NUMBERS["b"])])
+        self.addCleanup(line.stop)
+        line.admin("fault a1 mute")
+        a = Office("a")
+        self.addCleanup(a.cleanup)
+        b = Office("b")
+        self.addCleanup(b.cleanup)
+        a.configure(
+            peers=peer_section(b, "b", "any", "min_messages = 1"),
+            modems="\n\n".join([modem_section(line, "a1", answer=False),
+                                modem_section(line, "a2", answer=False)]))
+        b.configure(peers=peer_section(a, "a", "b", "dial = no"),
+                    modems=modem_section(line, "b"))
+        a.start()
+        b.start()
+        m = message("alice@a.example", "bob@b.example", "second modem")
+        a.send("alice@a.example", ["bob@b.example"], m)
+        b.wait_for(lambda: len(b.maildir("bob")) >= 1, 90, "bob's mail")
+        self.assertEqual(normalize_eol(body_of(b.maildir("bob")[0])),
+                         normalize_eol(m))
+        self.assertIn("modem a2: event=dial", a.log())
+        self.assertNotIn("modem a1: event=dial", a.log())
+        r = a.ctl_run("--json", "status")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        states = {x["name"]: x["state"] for x in json.loads(r.stdout)["modems"]}
+        self.assertNotIn(states["a1"], ("idle", "connected"), states)
+
+
 class StrangerTest(unittest.TestCase):
     """A third office whose key b does not know dials b."""
 
