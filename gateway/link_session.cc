@@ -573,7 +573,7 @@ struct LinkSession::Impl {
     for (Out& m : batch) {
       if (m.send && !m.settled) {
         m.rcpt_code.clear();
-        settle(m, 451, "451 4.4.2 connection lost during the transfer",
+        settle(m, 451, std::string(kLinkLostReply),
                "deferred");
       }
     }

@@ -244,6 +244,12 @@ std::unique_ptr<LinkTransport> make_link_transport(Stream& s) {
   return std::make_unique<detail::StreamTransport<Stream>>(s);
 }
 
+// The reply recorded for a message whose transfer the line cut: the peer
+// may hold it whole (a drop between its commit and its reply), so only the
+// same peer may settle it (the call manager's failover leaves it there).
+inline constexpr std::string_view kLinkLostReply =
+    "451 4.4.2 connection lost during the transfer";
+
 // ---- configuration and results -----------------------------------------
 
 struct LinkOptions {

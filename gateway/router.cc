@@ -1,5 +1,7 @@
 #include "gateway/router.h"
 
+#include <algorithm>
+
 #include "gateway/address.h"
 
 namespace ferry::gw {
@@ -31,16 +33,22 @@ std::vector<std::string> ConfigRouter::routes_for(
     std::string_view domain) const {
   std::string d = lower_ascii(domain);
   if (is_local(d)) return {std::string(kLocalRoute)};
-  std::vector<std::string> out;
+  std::vector<const RoutePeer*> found;
   for (const auto& p : cfg_.peers) {
     for (const auto& e : p.domains) {
       if (matches(e, d)) {
-        out.push_back(p.name);
+        found.push_back(&p);
         break;
       }
     }
   }
-  if (cfg_.smarthost) out.push_back(cfg_.smarthost_route);
+  std::stable_sort(found.begin(), found.end(),
+                   [](const RoutePeer* a, const RoutePeer* b) {
+                     return a->preference < b->preference;
+                   });
+  std::vector<std::string> out;
+  for (const RoutePeer* p : found) out.push_back(p->name);
+  if (out.empty() && cfg_.smarthost) out.push_back(cfg_.smarthost_route);
   return out;
 }
 

@@ -2,10 +2,15 @@
 // ("local"); a domain served by a peer goes to that peer (route name = the
 // peer's name, whether we call it or it calls us and collects -- hold for
 // pickup is simply a peer we never dial); anything else goes to the
-// smarthost when one is configured, else it has no route.  A domain may be
-// listed by several peers: routes_for() gives them in configuration order
-// (the first is preferred; the scheduler tries the next when a route keeps
-// failing), with the smarthost last.
+// smarthost when one is configured, else it has no route.
+//
+// A domain may be listed by several peers, as a domain has several MX
+// records: routes_for() gives them by preference (lower first, equal
+// preferences in configuration order).  The first is where new mail
+// goes; the call manager moves mail on to the next while a peer keeps
+// failing (calls.h, failover).  The smarthost is an alternate of a
+// peer's domain only when its own section lists the domain: private
+// office domains must not leak to the provider because a line was busy.
 //
 // Domain entries are lower-case names; an entry starting with '.' matches
 // every subdomain (".example.org" matches "a.example.org", not
@@ -28,6 +33,7 @@ inline constexpr std::string_view kSmarthostRoute = "smarthost";
 struct RoutePeer {
   std::string name;                  // [peer NAME]
   std::vector<std::string> domains;  // domains this peer serves
+  unsigned preference = 10;          // lower is tried first
 };
 
 struct RouterConfig {
@@ -46,7 +52,8 @@ class ConfigRouter : public Router {
 
   // "local", a peer name, "smarthost", or empty (no route).
   std::string route_for(std::string_view domain) const override;
-  // Every route for the domain, preferred first; empty if none.
+  // Every route for the domain, preferred first; empty if none.  Several
+  // only when several peers list the domain.
   std::vector<std::string> routes_for(std::string_view domain) const;
   bool is_local(std::string_view domain) const;
   // Does `peer` serve `domain`?  (ATRN: a peer may collect only its own.)

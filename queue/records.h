@@ -54,7 +54,8 @@
 //     ^  \                   |  \------failed----> failed (final)
 //     |   \--hold--> held    |
 //     |                      +--deferred--> deferred --in_flight--> ...
-//     +--release (from held), retry_now (from queued|deferred)
+//     +--release (from held), retry_now (from queued|deferred),
+//        reroute (from queued|deferred; also changes the route)
 //
 // delivered/deferred/failed are also accepted straight from queued or
 // deferred (local delivery needs no call); failed also from held; every

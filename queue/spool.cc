@@ -190,6 +190,8 @@ std::string_view to_string(Action a) {
       return "release";
     case Action::retry_now:
       return "retry_now";
+    case Action::reroute:
+      return "reroute";
   }
   return "unknown";
 }
@@ -1029,6 +1031,7 @@ bool allowed(RecipientState s, Action a) {
     case Action::release:
       return s == S::held;
     case Action::retry_now:
+    case Action::reroute:
       return s == S::queued || s == S::deferred;
   }
   return false;
@@ -1045,6 +1048,9 @@ std::error_code apply_one(Core& c, MDB_txn* t, const Transition& tr,
   records::RecipientRecord r;
   if (auto ec = records::decode(S(v), r)) return ec;
   if (!allowed(r.state, tr.action)) return E(spool_errc::bad_state);
+  if (tr.action == Action::reroute && !valid_name(tr.route))
+    return E(spool_errc::bad_state);
+  std::string old_route;
 
   // Out of the indexes in its old state.
   if (waiting(r.state)) {
@@ -1080,6 +1086,12 @@ std::error_code apply_one(Core& c, MDB_txn* t, const Transition& tr,
       r.state = RecipientState::queued;
       r.next_attempt_us = when;
       break;
+    case Action::reroute:
+      r.state = RecipientState::queued;
+      r.next_attempt_us = when;
+      old_route = std::move(r.route);
+      r.route = tr.route;
+      break;
   }
   bool outcome = tr.action == Action::delivered ||
                  tr.action == Action::deferred || tr.action == Action::failed;
@@ -1100,6 +1112,8 @@ std::error_code apply_one(Core& c, MDB_txn* t, const Transition& tr,
                    "> rcpt=" + std::to_string(tr.recipient) +
                    " status=" + std::string(to_string(r.state));
   if (outcome && !tr.reply.empty()) ev += " reply=" + tr.reply;
+  if (tr.action == Action::reroute)
+    ev += " route=" + r.route + " from_route=" + old_route;
   if (auto ec = c.add_event(t, tr.id, ev)) return ec;
 
   // Leaves the spool when every recipient is final.

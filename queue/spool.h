@@ -166,6 +166,9 @@ enum class Action : uint8_t {
   hold = 4,       // queued|deferred -> held
   release = 5,    // held -> queued, due at `when`
   retry_now = 6,  // queued|deferred -> queued, due at `when`
+  // queued|deferred -> queued on `route` instead, due at `when`: the call
+  // manager's failover to a domain's next route (attempts are kept).
+  reroute = 7,
 };
 std::string_view to_string(Action a);
 
@@ -174,9 +177,10 @@ struct Transition {
   uint32_t recipient = 0;  // RecipientInfo::index
   Action action = Action::delivered;
   std::string reply;  // delivered/deferred/failed: the reply that decided it
-  // deferred: the next attempt; release/retry_now: when it becomes due
-  // (the epoch value means "now").
+  // deferred: the next attempt; release/retry_now/reroute: when it becomes
+  // due (the epoch value means "now").
   Clock::time_point when{};
+  std::string route;  // reroute: the new route (a valid route name)
 };
 
 struct TransitionResult {

@@ -108,7 +108,9 @@ class SpoolTest : public ::testing::Test {
                      std::string reply = "",
                      Clock::time_point when = Clock::time_point{},
                      bool* removed = nullptr) {
-    return spool_->transition(Transition{id, r, a, reply, when}, removed);
+    Transition t{id, r, a, reply, when};
+    if (a == Action::reroute) t.route = "backup";
+    return spool_->transition(t, removed);
   }
 
   RecipientState StateOf(const QueueId& id, uint32_t r) {
@@ -432,6 +434,7 @@ INSTANTIATE_TEST_SUITE_P(
         StateCase{RS::queued, A::hold, true, RS::held},
         StateCase{RS::queued, A::release, false, RS::queued},
         StateCase{RS::queued, A::retry_now, true, RS::queued},
+        StateCase{RS::queued, A::reroute, true, RS::queued},
         StateCase{RS::in_flight, A::in_flight, false, RS::in_flight},
         StateCase{RS::in_flight, A::delivered, true, RS::delivered},
         StateCase{RS::in_flight, A::deferred, true, RS::deferred},
@@ -439,6 +442,7 @@ INSTANTIATE_TEST_SUITE_P(
         StateCase{RS::in_flight, A::hold, false, RS::in_flight},
         StateCase{RS::in_flight, A::release, false, RS::in_flight},
         StateCase{RS::in_flight, A::retry_now, false, RS::in_flight},
+        StateCase{RS::in_flight, A::reroute, false, RS::in_flight},
         StateCase{RS::deferred, A::in_flight, true, RS::in_flight},
         StateCase{RS::deferred, A::delivered, true, RS::delivered},
         StateCase{RS::deferred, A::deferred, true, RS::deferred},
@@ -446,6 +450,7 @@ INSTANTIATE_TEST_SUITE_P(
         StateCase{RS::deferred, A::hold, true, RS::held},
         StateCase{RS::deferred, A::release, false, RS::deferred},
         StateCase{RS::deferred, A::retry_now, true, RS::queued},
+        StateCase{RS::deferred, A::reroute, true, RS::queued},
         StateCase{RS::held, A::in_flight, false, RS::held},
         StateCase{RS::held, A::delivered, false, RS::held},
         StateCase{RS::held, A::deferred, false, RS::held},
@@ -453,6 +458,7 @@ INSTANTIATE_TEST_SUITE_P(
         StateCase{RS::held, A::hold, false, RS::held},
         StateCase{RS::held, A::release, true, RS::queued},
         StateCase{RS::held, A::retry_now, false, RS::held},
+        StateCase{RS::held, A::reroute, false, RS::held},
         StateCase{RS::delivered, A::in_flight, false, RS::delivered},
         StateCase{RS::delivered, A::delivered, false, RS::delivered},
         StateCase{RS::delivered, A::deferred, false, RS::delivered},
@@ -460,13 +466,48 @@ INSTANTIATE_TEST_SUITE_P(
         StateCase{RS::delivered, A::hold, false, RS::delivered},
         StateCase{RS::delivered, A::release, false, RS::delivered},
         StateCase{RS::delivered, A::retry_now, false, RS::delivered},
+        StateCase{RS::delivered, A::reroute, false, RS::delivered},
         StateCase{RS::failed, A::in_flight, false, RS::failed},
         StateCase{RS::failed, A::delivered, false, RS::failed},
         StateCase{RS::failed, A::deferred, false, RS::failed},
         StateCase{RS::failed, A::failed, false, RS::failed},
         StateCase{RS::failed, A::hold, false, RS::failed},
         StateCase{RS::failed, A::release, false, RS::failed},
-        StateCase{RS::failed, A::retry_now, false, RS::failed}));
+        StateCase{RS::failed, A::retry_now, false, RS::failed},
+        StateCase{RS::failed, A::reroute, false, RS::failed}));
+
+TEST_F(SpoolTest, RerouteMovesARecipientToAnotherRouteAndKeepsItsAttempts) {
+  QueueId id = Submit("b", {"peer", "peer"});
+  ASSERT_FALSE(Do(id, 0, Action::in_flight));
+  ASSERT_FALSE(
+      Do(id, 0, Action::deferred, "451 4.3.0 busy", Clock::now() + 1h));
+  Transition t{id, 0, Action::reroute, "", Clock::time_point{}};
+  t.route = "backup";
+  ASSERT_FALSE(spool_->transition(t));
+  MessageInfo mi;
+  ASSERT_FALSE(spool_->get(id, mi));
+  EXPECT_EQ(mi.recipients[0].route, "backup");
+  EXPECT_EQ(mi.recipients[0].state, RecipientState::queued);
+  EXPECT_EQ(mi.recipients[0].attempts, 1u);
+  EXPECT_EQ(mi.recipients[1].route, "peer");
+  // Both route indexes and the due index follow.
+  std::vector<QueueId> ids;
+  ASSERT_FALSE(spool_->route_messages("backup", ids));
+  EXPECT_EQ(ids, std::vector<QueueId>{id});
+  ASSERT_FALSE(spool_->route_messages("peer", ids));
+  EXPECT_EQ(ids, std::vector<QueueId>{id});  // recipient 1 is still there
+  std::vector<DueEntry> due;
+  ASSERT_FALSE(spool_->due(Clock::now() + 1s, 0, due));
+  ASSERT_EQ(due.size(), 2u);
+  EXPECT_NE(EventTexts(id).back().find("route=backup from_route=peer"),
+            std::string::npos);
+  // An empty route name is refused and changes nothing.
+  t.recipient = 1;
+  t.route.clear();
+  EXPECT_EQ(spool_->transition(t), spool_errc::bad_state);
+  ASSERT_FALSE(spool_->get(id, mi));
+  EXPECT_EQ(mi.recipients[1].route, "peer");
+}
 
 TEST_F(SpoolTest, OutcomesCountAttemptsAndKeepTheReply) {
   QueueId id = Submit("b", {"peer", "peer"});
