@@ -90,12 +90,13 @@ if(FERRY_TESTS AND TARGET ferryd)
   find_program(FERRY_PYTHON3 NAMES python3 PATHS /usr/bin NO_DEFAULT_PATH)
   # ferryctl against a live ferryd (in a loopback-only namespace): every
   # command, human and --json output, socket permissions (a non-root user
-  # through setpriv), ferryd not running; and the manual page.
+  # through setpriv), ferryd not running; and the manual page.  The
+  # emulator gives one test a call in progress.
   add_test(NAME ferryctl.cli
     COMMAND ${FERRY_NETNS_RUN} ${FERRY_PYTHON3}
             ${CMAKE_SOURCE_DIR}/tests/tools/ferryctl_test.py
             $<TARGET_FILE:ferryctl> $<TARGET_FILE:ferryd>
-            ${CMAKE_SOURCE_DIR})
+            ${CMAKE_SOURCE_DIR} $<TARGET_FILE:ferry-modemsim>)
   set_tests_properties(ferryctl.cli PROPERTIES TIMEOUT 240
                        SKIP_RETURN_CODE 77)
 endif()

@@ -89,8 +89,28 @@ void err(const std::string& text) {
   std::fprintf(stderr, "ferryctl: %s\n", text.c_str());
 }
 
+// --json anywhere on the command line: set before anything can fail, so
+// that every outcome, a mistake on the command line included, is one JSON
+// object on stdout for the script that asked.
+bool g_json = false;
+
+// A failure found here rather than by ferryd: the line on stderr, and
+// with --json the same object ferryd's errors print,
+// {"code":CODE,"message":TEXT}.  Returns `status` (the exit status).
+int fail(int status, const std::string& code, const std::string& message) {
+  err(message);
+  if (g_json) {
+    Value e;
+    e["code"] = code;
+    e["message"] = message;
+    std::printf("%s\n", ferry::json::write(e).c_str());
+    std::fflush(stdout);
+  }
+  return status;
+}
+
 const char* kUsageText =
-    "usage: ferryctl [-C CONFIG | -S SOCKET] [--json] COMMAND [ARGS]\n"
+    "usage: ferryctl [-C|-c CONFIG | -S SOCKET] [--json] COMMAND [ARGS]\n"
     "commands:\n"
     "  status\n"
     "  queue [list] [FILTERS]\n"
@@ -107,7 +127,8 @@ const char* kUsageText =
     "         (ADDR may be @domain; AGE like 90s, 30m, 2h, 3d)\n";
 
 [[noreturn]] void usage(const std::string& why) {
-  if (!why.empty()) err(why);
+  std::string text = why.empty() ? "bad command line" : why;
+  fail(kUsage, "usage", text);
   std::fputs(kUsageText, stderr);
   std::exit(kUsage);
 }
@@ -212,33 +233,44 @@ class Client {
     sockaddr_un sa{};
     sa.sun_family = AF_UNIX;
     if (t.socket.size() >= sizeof sa.sun_path) {
-      err("control socket name too long: " + t.socket);
-      return kUsage;
+      return fail(kUsage, "usage", "control socket name too long: " + t.socket);
     }
     std::memcpy(sa.sun_path, t.socket.c_str(), t.socket.size() + 1);
     fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd_ < 0) {
-      err(std::string("socket: ") + std::strerror(errno));
-      return kFailed;
+      return fail(kFailed, "failed",
+                  std::string("socket: ") + std::strerror(errno));
     }
     if (::connect(fd_, reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0) {
       return kOk;
     }
     int e = errno;
+    // Something that is not a socket (a typing mistake after -S, a file
+    // left in the way) is no sign of a stopped ferryd: say what it is.
+    struct stat st {};
+    if (::stat(t.socket.c_str(), &st) == 0 && !S_ISSOCK(st.st_mode)) {
+      return fail(kUsage, "usage",
+                  "control socket " + t.socket + ": not a socket (" +
+                      file_kind(st.st_mode) + "); " +
+                      (t.config.empty()
+                           ? std::string("check -S")
+                           : "check control_socket in " + t.config));
+    }
     if (e == ENOENT || e == ECONNREFUSED || e == ENOTDIR) {
-      err("ferryd is not running: start it with 'ferryd --config " +
-          (t.config.empty() ? std::string(kDefaultConfig) : t.config) +
-          "' or 'systemctl start ferryd' (control socket " + t.socket + ": " +
-          std::strerror(e) + ")");
-      return kNotRunning;
+      return fail(
+          kNotRunning, "not_running",
+          "ferryd is not running: start it with 'ferryd --config " +
+              (t.config.empty() ? std::string(kDefaultConfig) : t.config) +
+              "' or 'systemctl start ferryd' (control socket " + t.socket +
+              ": " + std::strerror(e) + ")");
     }
     if (e == EACCES || e == EPERM) {
-      err("permission denied on the control socket " + t.socket + ": " +
-          group_hint(t.socket));
-      return kPermission;
+      return fail(kPermission, "permission",
+                  "permission denied on the control socket " + t.socket +
+                      ": " + group_hint(t.socket));
     }
-    err("control socket " + t.socket + ": " + std::strerror(e));
-    return kFailed;
+    return fail(kFailed, "failed",
+                "control socket " + t.socket + ": " + std::strerror(e));
   }
 
   bool send(const Value& req) {
@@ -264,6 +296,14 @@ class Client {
       if (n <= 0) return false;
       buf_.append(b, static_cast<size_t>(n));
     }
+  }
+
+  static std::string file_kind(mode_t m) {
+    if (S_ISREG(m)) return "a regular file";
+    if (S_ISDIR(m)) return "a directory";
+    if (S_ISFIFO(m)) return "a FIFO";
+    if (S_ISCHR(m) || S_ISBLK(m)) return "a device";
+    return "another kind of file";
   }
 
   // Who may use the socket, in words.
@@ -585,25 +625,23 @@ int keygen_identity(const std::string& name, const std::string& dir_in,
   std::string dir = dir_in;
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
   if (!exists(dir) && ::mkdir(dir.c_str(), 0755) != 0) {
-    err(dir + ": " + std::strerror(errno));
-    return kFailed;
+    return fail(kFailed, "failed", dir + ": " + std::strerror(errno));
   }
   struct stat st {};
   if (::stat(dir.c_str(), &st) != 0) {
-    err(dir + ": " + std::strerror(errno));
-    return kFailed;
+    return fail(kFailed, "failed", dir + ": " + std::strerror(errno));
   }
   if (!S_ISDIR(st.st_mode)) {
-    err(dir + ": not a directory");
-    return kFailed;
+    return fail(kFailed, "failed", dir + ": not a directory");
   }
   const std::string key = dir + "/link.key", crt = dir + "/link.crt";
   if (!force) {
     for (const std::string& f : {key, crt}) {
       if (exists(f)) {
-        err(f + " exists; give --force to replace it (the offices that " +
-            "pinned its certificate must then paste the new fingerprint)");
-        return kFailed;
+        return fail(kFailed, "failed",
+                    f + " exists; give --force to replace it (the offices " +
+                        "that pinned its certificate must then paste the " +
+                        "new fingerprint)");
       }
     }
   }
@@ -611,19 +649,16 @@ int keygen_identity(const std::string& name, const std::string& dir_in,
   ferry::gw::PeerIdentity id;
   std::string error;
   if (!ferry::gw::generate_identity(name, id, error)) {
-    err(error);
-    return kFailed;
+    return fail(kFailed, "failed", error);
   }
   // The key first: a certificate alone is useless, a key alone is
   // replaced by the next run.
   if (!install_file(key, id.key_pem, 0600, force, error)) {
-    err(error);
-    return kFailed;
+    return fail(kFailed, "failed", error);
   }
   if (!install_file(crt, id.cert_pem, 0644, force, error)) {
-    err(error);
     if (!force) ::unlink(key.c_str());  // ours, made a moment ago
-    return kFailed;
+    return fail(kFailed, "failed", error);
   }
   std::string fp = ferry::gw::cert_fingerprint(id.cert_pem);
   if (json) {
@@ -654,18 +689,17 @@ int keygen_identity(const std::string& name, const std::string& dir_in,
 // `keygen --psk FILE`: a new pre-shared key.
 int keygen_psk(const std::string& file, bool force, bool json) {
   if (!force && exists(file)) {
-    err(file + " exists; give --force to replace it (the other office " +
-        "then needs the new key too)");
-    return kFailed;
+    return fail(kFailed, "failed",
+                file + " exists; give --force to replace it (the other " +
+                    "office then needs the new key too)");
   }
   std::string text = ferry::gw::generate_psk(), bytes, error;
   if (text.empty() || !ferry::gw::parse_psk(text, bytes, error)) {
-    err("cannot make a key: no random bytes from OpenSSL");
-    return kFailed;
+    return fail(kFailed, "failed",
+                "cannot make a key: no random bytes from OpenSSL");
   }
   if (!install_file(file, text, 0600, force, error)) {
-    err(error);
-    return kFailed;
+    return fail(kFailed, "failed", error);
   }
   std::string ident = ferry::gw::psk_identity(bytes);
   if (json) {
@@ -693,8 +727,7 @@ int keygen_psk(const std::string& file, bool force, bool json) {
 int keygen_show(const std::string& file, bool json) {
   std::string text, error;
   if (!ferry::gw::read_text_file(file, text, error)) {
-    err(error);
-    return kFailed;
+    return fail(kFailed, "failed", error);
   }
   Value r;
   std::string fp = ferry::gw::cert_fingerprint(text);
@@ -704,16 +737,15 @@ int keygen_show(const std::string& file, bool json) {
   } else if (text.rfind("ferry-psk-v1:", 0) == 0) {
     std::string bytes;
     if (!ferry::gw::load_psk_file(file, bytes, error)) {
-      err(error);
-      return kFailed;
+      return fail(kFailed, "failed", error);
     }
     r["identity"] = ferry::gw::psk_identity(bytes);
     if (!json) {
       std::printf("psk identity %s\n", r["identity"].as_string().c_str());
     }
   } else {
-    err(file + ": neither a PEM certificate nor a ferry PSK file");
-    return kFailed;
+    return fail(kFailed, "failed",
+                file + ": neither a PEM certificate nor a ferry PSK file");
   }
   if (json) std::printf("%s\n", ferry::json::write(r).c_str());
   return kOk;
@@ -804,6 +836,11 @@ Options parse_args(int argc, char** argv) {
   Options o;
   std::string config;
   bool config_given = false;
+  // Before anything can go wrong: see g_json.  The same rule as below
+  // (--json is taken before or after the command word).
+  for (int i = 1; i < argc; ++i) {
+    if (std::string_view(argv[i]) == "--json") g_json = true;
+  }
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     // Global options come before the command.
@@ -811,7 +848,9 @@ Options parse_args(int argc, char** argv) {
       o.words.push_back(a);
       continue;
     }
-    if (a == "-C" || a == "--config") {
+    // -c as well: ferryd's spelling, so that the habit of one works
+    // with the other.
+    if (a == "-C" || a == "-c" || a == "--config") {
       if (i + 1 >= argc) usage(a + " needs a file name");
       config = argv[++i];
       config_given = true;
@@ -821,10 +860,22 @@ Options parse_args(int argc, char** argv) {
     } else if (a == "--json") {
       o.json = true;
     } else if (a == "-h" || a == "--help") {
-      std::fputs(kUsageText, stdout);
+      if (g_json) {
+        Value r;
+        r["usage"] = kUsageText;
+        std::printf("%s\n", ferry::json::write(r).c_str());
+      } else {
+        std::fputs(kUsageText, stdout);
+      }
       std::exit(kOk);
     } else if (a == "--version") {
-      std::printf("ferryctl %s\n", FERRY_VERSION);
+      if (g_json) {
+        Value r;
+        r["version"] = FERRY_VERSION;
+        std::printf("%s\n", ferry::json::write(r).c_str());
+      } else {
+        std::printf("ferryctl %s\n", FERRY_VERSION);
+      }
       std::exit(kOk);
     } else if (a.size() > 1 && a[0] == '-') {
       usage("unknown option " + a);
@@ -852,8 +903,7 @@ Options parse_args(int argc, char** argv) {
     struct stat st {};
     if (config_given || ::stat(config.c_str(), &st) == 0) {
       if (!ferry::gw::load_config(config, cfg, error)) {
-        err(error);
-        std::exit(kUsage);
+        std::exit(fail(kUsage, "config", error));
       }
       o.target.config = config;
     }
@@ -964,17 +1014,17 @@ int main(int argc, char** argv) {
     if (!c.read_line(line, wait && send_error.empty() ? -1 : 60000)) {
       if (progress_open) std::printf("\n");
       if (!send_error.empty()) {
-        err("control socket " + o.target.socket + ": " + send_error);
-        return kFailed;
+        return fail(kFailed, "connection",
+                    "control socket " + o.target.socket + ": " + send_error);
       }
-      err("ferryd closed the control connection without an answer");
-      return kFailed;
+      return fail(kFailed, "connection",
+                  "ferryd closed the control connection without an answer");
     }
     Value v;
     std::string perr;
     if (!ferry::json::parse(line, v, perr) || !v.is_object()) {
-      err("unreadable reply from ferryd (" + perr + ")");
-      return kFailed;
+      return fail(kFailed, "connection",
+                  "unreadable reply from ferryd (" + perr + ")");
     }
     if (v.has("progress")) {
       if (o.json) {

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sysexits.h>
 #include <time.h>
@@ -136,6 +137,14 @@ Args parse_args(int argc, char** argv) {
       case 'C':
         a.config = value("C", rest);
         break;
+      case 'c':
+        // ferryd's spelling of the configuration option.  Not taken as a
+        // synonym: in sendmail -c is a flag with no value (obsolete,
+        // ignored), so "-c FILE" would mean something else to a script
+        // written for it.  Say which option is meant instead.
+        usage("-c is not an option here; the configuration file is -C " +
+              std::string(rest.empty() ? "FILE" : rest) +
+              " (ferryd alone spells it -c)");
       case 'V': {
         a.envid = value("V", rest);
         bool ok = !a.envid.empty() && a.envid.size() <= 100;
@@ -214,6 +223,7 @@ Args parse_args(int argc, char** argv) {
 
 struct Site {
   Config cfg;
+  std::string config_path;  // where cfg came from, for messages
   std::string host;    // for Received: and Message-ID:
   std::string domain;  // qualifies bare user names
   std::string login;   // the calling user's name
@@ -236,6 +246,7 @@ void load_site(const Args& a, Site& s) {
     say("cannot read the configuration: " + error);
     ::exit(EX_CONFIG);
   }
+  s.config_path = path;
   s.host = s.cfg.hostname;
   if (s.host.empty()) {
     char buf[256] = {};
@@ -783,7 +794,11 @@ class StdioSmtp {
       char chunk[16384];
       ssize_t n = ::read(0, chunk, sizeof chunk);
       if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) return 0;  // the client went away: nothing half-stored
+      if (n < 0) {
+        say(std::string("error reading the SMTP input: ") + strerror(errno));
+        return EX_IOERR;
+      }
+      if (n == 0) return end_of_input();
       buf.append(chunk, static_cast<size_t>(n));
     }
   }
@@ -800,6 +815,28 @@ class StdioSmtp {
       p += n;
       left -= static_cast<size_t>(n);
     }
+  }
+
+  // The input ended without QUIT.  Between transactions that is how a
+  // script says goodbye.  In the middle of DATA the message never ended
+  // with "." and nothing was stored: answer as an MTA does when the
+  // connection is lost (the caller may still read stdout), say so on
+  // stderr, and fail so that the caller knows to send it again.
+  int end_of_input() {
+    if (!in_data_) return 0;
+    // Best effort: a caller that closed both directions reads nothing,
+    // and the exit status must not depend on that.
+    std::string r = smtp::format_reply(
+        421, "4.4.2",
+        s_.host + " Error: input ended in the middle of DATA; the "
+                  "message was not queued");
+    (void)!::write(1, r.data(), r.size());
+    say("input ended in the middle of DATA (no \".\" line): the message "
+        "from <" + env_.sender + "> to " +
+        std::to_string(env_.recipients.size()) + " recipient" +
+        (env_.recipients.size() == 1 ? "" : "s") +
+        " was not queued");
+    return EX_PROTOCOL;
   }
 
   void reset() {
@@ -1067,10 +1104,24 @@ std::string arrival_text(queue::Clock::time_point t) {
 }
 
 int run_print_queue(const Site& s) {
+  // A spool directory that is not there is a wrong path or a missing
+  // installation step, not an empty queue: mailq must not hide it.
+  // (Other stat failures, such as EACCES, are left to open_spool.)
+  struct stat st;
+  bool there = ::stat(s.cfg.spool_dir.c_str(), &st) == 0;
+  int e = errno;
+  if ((!there && (e == ENOENT || e == ENOTDIR)) ||
+      (there && !S_ISDIR(st.st_mode))) {
+    say("the spool " + s.cfg.spool_dir + " is missing (" +
+        (there ? "not a directory" : strerror(e)) +
+        "): check spool in [ferryd] of " + s.config_path);
+    return EX_NOINPUT;
+  }
   std::error_code ec;
   auto spool = open_spool(s, true, ec);
   if (!spool && ec == queue::spool_errc::not_found) {
-    // Nothing was ever stored here: the spool is created on first write.
+    // The directory is there but nothing was ever stored in it: the
+    // spool's files are created on the first write.
     ::printf("Mail queue is empty\n");
     return 0;
   }

@@ -132,18 +132,70 @@ class ConfigAndExit(simlib.SimCase):
         proc.stderr.close()
 
     def test_usage_errors_exit_2(self):
+        # Everything the command line alone gets wrong is a usage error
+        # (2), never a set-up failure (1).
         for args in (["--modem", "A", "--rate", "abc"],
                      ["--modem", "A", "--time-scale", "0"],
                      ["--modem", "A", "--route", "1=tcp:10.0.0.1:25"],
+                     ["--modem", "A", "--route", "1=ftp:x"],
+                     ["--modem", "A", "--route", "1=exec:"],
                      ["--modem", "A:1", "--modem", "B:1"],
+                     [],  # no --modem
                      # names become file names in --dir
                      ["--modem", "a b"], ["--modem", ".hidden"],
                      ["--modem", "../x"]):
             proc = self.start(args)
             out, err = proc.communicate(timeout=10)
-            self.assertIn(proc.returncode, (1, 2), args)
+            self.assertEqual(proc.returncode, 2, (args, err))
             self.assertEqual(out, b"", args)
-            self.assertTrue(err, args)
+            self.assertIn(b"usage:", err, args)
+        self.assertEqual(os.listdir(self.dir), [])
+
+    def test_modem_or_route_given_twice_is_an_error_naming_it(self):
+        for args, what in (
+                (["--modem", "A:1", "--modem", "B:2", "--modem", "A"],
+                 b"--modem A given twice"),
+                (["--modem", "A", "--route", "5=exec:cat",
+                  "--route", "5=exec:true"], b"--route 5 given twice")):
+            proc = self.start(args)
+            out, err = proc.communicate(timeout=10)
+            self.assertEqual(proc.returncode, 2, args)
+            self.assertEqual(out, b"", args)
+            self.assertIn(what, err, args)
+        self.assertEqual(os.listdir(self.dir), [])
+
+    def test_modem_section_given_twice_is_an_error_naming_it(self):
+        cfg = os.path.join(self.dir, "twice.conf")
+        with open(cfg, "w") as f:
+            f.write("[modem A]\nnumber = 1\n[modem B]\n"
+                    "[modem A]\nrate = 9600\n")
+        proc = self.start(["--config", cfg])
+        out, err = proc.communicate(timeout=10)
+        self.assertEqual(proc.returncode, 2)
+        self.assertIn(cfg.encode() + b":4: [modem A] given twice", err)
+
+    def test_command_line_modem_completes_its_config_section(self):
+        # The file names the modem, the command line gives its number:
+        # not a duplicate, the documented override.
+        cfg = os.path.join(self.dir, "base.conf")
+        with open(cfg, "w") as f:
+            f.write("[modem A]\ninit = ATS0=1\n")
+        proc = self.start(["--config", cfg, "--modem", "A:7",
+                           "--modem", "B"])
+        self.assertEqual(proc.stdout.readline(), b"ready\n")
+        import serial
+        a = serial.Serial(os.path.join(self.dir, "A"), timeout=0.05)  # DTR
+        b = serial.Serial(os.path.join(self.dir, "B"), timeout=0.05)
+        command(b, b"ATE0", b"OK\r\n")
+        b.write(b"ATDT7\r")
+        read_until(b, b"CONNECT", 15)
+        read_until(a, b"CONNECT", 5)
+        a.close()
+        b.close()
+        proc.send_signal(signal.SIGINT)
+        self.assertEqual(proc.wait(10), 0)
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 if __name__ == "__main__":

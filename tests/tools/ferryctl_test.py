@@ -1,6 +1,6 @@
 """ferryctl against a live ferryd.
 
-Usage: ferryctl_test.py FERRYCTL FERRYD SOURCE_DIR
+Usage: ferryctl_test.py FERRYCTL FERRYD SOURCE_DIR [FERRY_MODEMSIM]
 
 Every test starts a real ferryd in a fresh temporary directory (config,
 users, spool, control socket), puts mail in its spool over SMTP, and runs
@@ -26,6 +26,10 @@ import unittest
 
 FERRYCTL, FERRYD, SOURCE = sys.argv[1:4]
 del sys.argv[1:4]
+# The emulator, for the one test that needs a call in progress.
+MODEMSIM = None
+if len(sys.argv) > 1 and os.path.isfile(sys.argv[1]):
+    MODEMSIM = sys.argv.pop(1)
 
 NOBODY = 65534
 # Becoming another user needs real root (not a user namespace's).
@@ -143,6 +147,10 @@ class FerryctlTest(unittest.TestCase):
                    else "--clear-groups"] + cmd
         return subprocess.run(cmd, capture_output=True, text=True,
                               timeout=60)
+
+    def ctl_path(self, sock, *args):
+        return subprocess.run([FERRYCTL, "-S", sock] + list(args),
+                              capture_output=True, text=True, timeout=60)
 
     def ctl_json(self, *args):
         r = self.ctl("--json", *args)
@@ -319,6 +327,135 @@ class FerryctlTest(unittest.TestCase):
             r = self.ctl(*args)
             self.assertEqual(r.returncode, EXIT_USAGE, args)
             self.assertIn("usage:", r.stderr, args)
+
+    def test_json_errors_are_one_object_with_the_same_exit_status(self):
+        # Failures found by ferryctl itself (no ferryd, a bad command
+        # line, a bad configuration, a keygen file) print the same shape
+        # as ferryd's errors, {"code","message"}, on stdout with --json,
+        # and exit as they do without it.
+        plain_file = os.path.join(self.d.dir, "plain")
+        with open(plain_file, "w"):
+            pass
+        cases = [
+            (["-S", self.d.sock, "status"], EXIT_NOT_RUNNING,
+             "not_running", "ferryd is not running"),
+            (["-S", self.d.sock, "frobnicate"], EXIT_USAGE, "usage",
+             "unknown command 'frobnicate'"),
+            (["-S", self.d.sock, "queue", "--older-than", "soon"],
+             EXIT_USAGE, "usage", "--older-than"),
+            (["--bogus", "status"], EXIT_USAGE, "usage",
+             "unknown option --bogus"),
+            ([], EXIT_USAGE, "usage", "no command given"),
+            (["-C", self.d.config + ".missing", "status"], EXIT_USAGE,
+             "config", ".missing"),
+            (["-S", plain_file, "status"], EXIT_USAGE, "usage",
+             "not a socket"),
+            (["keygen", "--show", self.d.dir + "/none"], EXIT_FAILED,
+             "failed", "/none"),
+        ]
+        for args, status, code, words in cases:
+            for where in ("first", "last"):
+                argv = (["--json"] + args if where == "first"
+                        else args + ["--json"])
+                r = subprocess.run([FERRYCTL] + argv, capture_output=True,
+                                   text=True, timeout=30)
+                self.assertEqual(r.returncode, status, (argv, r.stderr))
+                lines = r.stdout.splitlines()
+                self.assertEqual(len(lines), 1, (argv, r.stdout))
+                e = json.loads(lines[0])
+                self.assertEqual(sorted(e), ["code", "message"], argv)
+                self.assertEqual(e["code"], code, argv)
+                self.assertIn(words, e["message"], argv)
+                self.assertIn(words, r.stderr, argv)
+            # Without --json: the same status, nothing on stdout.
+            r = subprocess.run([FERRYCTL] + args, capture_output=True,
+                               text=True, timeout=30)
+            self.assertEqual(r.returncode, status, args)
+            self.assertEqual(r.stdout, "", args)
+
+    def test_socket_path_that_is_no_socket_is_named_as_such(self):
+        # A regular file or a directory at -S is a wrong path, not a
+        # stopped ferryd.
+        for path, kind in ((self.d.config, "a regular file"),
+                           (self.d.spool, "a directory")):
+            r = self.ctl_path(path, "status")
+            self.assertEqual(r.returncode, EXIT_USAGE, r.stderr)
+            self.assertIn("control socket %s: not a socket (%s)"
+                          % (path, kind), r.stderr)
+            self.assertNotIn("not running", r.stderr)
+
+    def test_lowercase_c_reads_the_configuration_like_C(self):
+        # ferryd's spelling works here too: same socket, same advice.
+        for flag in ("-c", "-C", "--config"):
+            r = subprocess.run([FERRYCTL, flag, self.d.config, "queue"],
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, EXIT_NOT_RUNNING, flag)
+            self.assertIn(self.d.sock, r.stderr, flag)
+            self.assertIn("ferryd --config " + self.d.config, r.stderr)
+        self.d.start()
+        r = subprocess.run([FERRYCTL, "-c", self.d.config, "--json",
+                            "status"], capture_output=True, text=True,
+                           timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout)["ferryd"]["pid"],
+                         self.d.proc.pid)
+
+    @unittest.skipUnless(MODEMSIM, "needs ferry-modemsim")
+    def test_dial_without_wait_during_a_call_says_a_call_is_in_progress(self):
+        # A real call: ferryd dials through the emulator to a far end
+        # that answers and then says nothing, so the call stays up while
+        # ferryctl asks again.
+        line = os.path.join(self.d.dir, "line")
+        os.mkdir(line)
+        sim_log = open(os.path.join(self.d.dir, "modemsim.log"), "wb")
+        sim = subprocess.Popen([MODEMSIM, "--dir", line, "--modem", "m:1",
+                                "--train-ms", "10",
+                                "--route", "555=exec:sleep 120"],
+                               stdout=subprocess.PIPE, stderr=sim_log)
+
+        def stop_sim():
+            sim.terminate()
+            sim.wait(20)
+            sim.stdout.close()
+            sim_log.close()
+        self.addCleanup(stop_sim)
+        self.assertEqual(sim.stdout.readline(), b"ready\n")
+        ident = os.path.join(self.d.dir, "id")
+        for args in (["--name", "office", "--out", ident],
+                     ["--psk", os.path.join(self.d.dir, "branch.psk")]):
+            r = subprocess.run([FERRYCTL, "keygen"] + args,
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        with open(self.d.config, "a") as f:
+            f.write("\n".join([
+                "[link]",
+                "certificate = " + os.path.join(ident, "link.crt"),
+                "key = " + os.path.join(ident, "link.key"),
+                "[peer branch]",
+                "domains = branch.example",
+                "psk_file = " + os.path.join(self.d.dir, "branch.psk"),
+                "routes = 555",
+                "line = m",
+                "[modem m]",
+                "device = " + os.path.join(line, "m"),
+                "answer = no",
+            ]) + "\n")
+        self.d.start()
+        r = self.ctl("dial", "branch")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout, "branch: call requested\n")
+        deadline = time.time() + 30
+        while "connected" not in self.ctl("status").stdout:
+            self.assertLess(time.time(), deadline, self.d.log())
+            time.sleep(0.1)
+        r = self.ctl("dial", "branch")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stdout, "branch: a call is already in progress\n")
+        self.assertEqual(r.stderr, "")
+        r = self.ctl("--json", "dial", "branch")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout), {
+            "outcome": "ok", "text": "branch: a call is already in progress"})
 
     @unittest.skipUnless(AS_ROOT, "needs root and setpriv")
     def test_socket_mode_and_non_root_user(self):

@@ -27,8 +27,9 @@ import unittest
 SENDMAIL = None
 HELPER = None
 
-EX_USAGE, EX_DATAERR, EX_NOUSER, EX_UNAVAILABLE = 64, 65, 67, 69
-EX_CANTCREAT, EX_TEMPFAIL, EX_CONFIG = 73, 75, 78
+EX_USAGE, EX_DATAERR, EX_NOINPUT, EX_NOUSER = 64, 65, 66, 67
+EX_UNAVAILABLE, EX_CANTCREAT, EX_TEMPFAIL, EX_PROTOCOL = 69, 73, 75, 76
+EX_CONFIG = 78
 
 MESSAGE = (b"Subject: nightly backup\n"
            b"To: bob@office.example\n"
@@ -304,6 +305,41 @@ class SendmailTest(unittest.TestCase):
         self.assertEqual(three["sender"], "")
         self.assertEqual(three["recipients"][0]["notify"], 1)
 
+    def test_bs_input_ending_inside_data_is_reported_and_not_queued(self):
+        # A script whose input stops before the "." line: an MTA that
+        # loses the connection in DATA stores nothing and says so; so
+        # must we, on stdout (421), on stderr and in the exit status.
+        session = (b"HELO client.example\r\n"
+                   b"MAIL FROM:<alice@office.example>\r\n"
+                   b"RCPT TO:<bob@office.example>\r\n"
+                   b"DATA\r\n"
+                   b"Subject: cut off\r\n\r\nthe first half\r\n")
+        r = self.sendmail(["-bs"], data=session)
+        self.assertEqual(r.returncode, EX_PROTOCOL, r.stderr.decode())
+        replies = r.stdout.decode().splitlines()
+        self.assertTrue(replies[-2].startswith("354 "), replies)
+        self.assertTrue(replies[-1].startswith(
+            "421 4.4.2 mx.office.example "), replies)
+        self.assertIn("not queued", replies[-1])
+        self.assertIn(b"ferry-sendmail: input ended in the middle of DATA",
+                      r.stderr)
+        self.assertIn(b"not queued", r.stderr)
+        self.assertEqual(self.dump(), [])
+
+    def test_bs_input_ending_between_transactions_is_a_goodbye(self):
+        # The other side of the rule above: a finished message followed
+        # by the end of input (no QUIT) is stored and exits 0.
+        session = (b"HELO client.example\r\n"
+                   b"MAIL FROM:<alice@office.example>\r\n"
+                   b"RCPT TO:<bob@office.example>\r\n"
+                   b"DATA\r\n"
+                   b"Subject: whole\r\n\r\nall of it\r\n.\r\n")
+        r = self.sendmail(["-bs"], data=session)
+        self.assertEqual(r.returncode, 0, r.stderr.decode())
+        self.assertIn(b"250 2.0.0 Ok: queued as", r.stdout)
+        self.assertEqual(r.stderr, b"")
+        self.assertTrue(self.only()["body"].endswith(b"\r\n\r\nall of it\r\n"))
+
     # ---- -bp and -q --------------------------------------------------
 
     def test_bp_lists_the_queue(self):
@@ -320,6 +356,24 @@ class SendmailTest(unittest.TestCase):
         self.assertIn("bob@office.example (queued, pickup)", out)
         self.assertIn("x@remote.example (queued, pickup)", out)
         self.assertIn("in 1 Request.", out)
+
+    def test_bp_on_a_missing_spool_says_missing_not_empty(self):
+        missing = os.path.join(self.dir, "no", "spool")
+        conf = self.write_conf(missing, "x.conf")
+        r = self.sendmail(["-bp"], conf=conf)
+        self.assertEqual(r.returncode, EX_NOINPUT, r.stderr.decode())
+        self.assertEqual(r.stdout, b"")
+        err = r.stderr.decode()
+        self.assertIn("the spool %s is missing" % missing, err)
+        self.assertIn(conf, err)
+        # A file where the directory should be is no queue either.
+        with open(os.path.join(self.dir, "afile"), "w"):
+            pass
+        conf = self.write_conf(os.path.join(self.dir, "afile"), "y.conf")
+        r = self.sendmail(["-bp"], conf=conf)
+        self.assertEqual(r.returncode, EX_NOINPUT, r.stderr.decode())
+        self.assertIn(b"not a directory", r.stderr)
+        self.assertNotIn(b"empty", r.stdout)
 
     def test_q_without_ferryd_is_unavailable(self):
         r = self.sendmail(["-q"])
@@ -389,6 +443,16 @@ class SendmailTest(unittest.TestCase):
         r = self.sendmail(["bob", "nobody@office.example"])
         self.assertEqual(r.returncode, EX_NOUSER)
         self.assertIn(b"550 5.1.1", r.stderr)
+        self.assertEqual(self.dump(), [])
+
+    def test_lowercase_c_names_the_option_to_use(self):
+        # ferryd's -c is not sendmail's -c (a flag without a value):
+        # refused, pointing at -C, and nothing is stored.
+        for args in (["-c", self.conf, "bob"], ["-c" + self.conf, "bob"]):
+            r = subprocess.run([SENDMAIL] + args, input=MESSAGE,
+                               capture_output=True, timeout=60)
+            self.assertEqual(r.returncode, EX_USAGE, args)
+            self.assertIn(b"the configuration file is -C", r.stderr)
         self.assertEqual(self.dump(), [])
 
     def test_missing_config_is_a_config_error(self):

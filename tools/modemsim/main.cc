@@ -2,12 +2,14 @@
 // demonstrations.  See man/ferry-modemsim.1 for the user's contract.
 //
 // Exit status: 0 after SIGTERM/SIGINT, 1 when set-up fails (a directory,
-// a symlink, a socket), 2 for a usage or configuration error.
+// a symlink, a socket), 2 for a usage or configuration error: everything
+// the command line alone gets wrong is found here, before Sim::Start.
 #include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <boost/program_options.hpp>
+#include <algorithm>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -80,6 +82,7 @@ int main(int argc, char** argv) {
   }
   if (vm.count("dir")) opts.dir = vm["dir"].as<std::string>();
   if (vm.count("modem")) {
+    std::vector<std::string> given;  // names seen on this command line
     for (const auto& m : vm["modem"].as<std::vector<std::string>>()) {
       const auto colon = m.find(':');
       ModemSpec spec;
@@ -95,6 +98,14 @@ int main(int argc, char** argv) {
               std::string::npos) {
         return Usage("bad --modem " + m);
       }
+      // Twice on the command line is a mistake: merging would let the
+      // second silently change the first.  A [modem NAME] of the
+      // configuration file is completed instead, as every option
+      // overrides the file.
+      if (std::find(given.begin(), given.end(), spec.name) != given.end()) {
+        return Usage("--modem " + spec.name + " given twice");
+      }
+      given.push_back(spec.name);
       bool merged = false;
       for (auto& have : opts.modems) {
         if (have.name == spec.name) {
@@ -106,10 +117,16 @@ int main(int argc, char** argv) {
     }
   }
   if (vm.count("route")) {
+    std::vector<std::string> given;  // numbers seen on this command line
     for (const auto& r : vm["route"].as<std::vector<std::string>>()) {
       const auto eq = r.find('=');
       if (eq == std::string::npos || eq == 0) return Usage("bad --route " + r);
-      opts.routes[r.substr(0, eq)] = r.substr(eq + 1);
+      const std::string number = r.substr(0, eq);
+      if (std::find(given.begin(), given.end(), number) != given.end()) {
+        return Usage("--route " + number + " given twice");
+      }
+      given.push_back(number);
+      opts.routes[number] = r.substr(eq + 1);
     }
   }
   if (vm.count("rate")) opts.rate = vm["rate"].as<int>();
@@ -143,6 +160,13 @@ int main(int argc, char** argv) {
     return Usage("--line-limit must be 4-255");
   }
   if (opts.dir.empty()) return Usage("--dir is required");
+  if (opts.modems.empty()) return Usage("no --modem given");
+  for (const auto& [number, target] : opts.routes) {
+    std::string why;
+    if (!ferry::modemsim::CheckRoute(target, &why)) {
+      return Usage("route " + number + ": " + target + ": " + why);
+    }
+  }
   for (auto& m : opts.modems) {
     for (auto& other : opts.modems) {
       if (&m != &other && !m.number.empty() && m.number == other.number) {

@@ -88,6 +88,23 @@ bool ParseLoopback(const std::string& hostport, sockaddr_storage* ss,
   return false;
 }
 
+}  // namespace
+
+bool CheckRoute(const std::string& target, std::string* why) {
+  if (target.rfind("tcp:", 0) == 0) {
+    sockaddr_storage ss;
+    socklen_t len;
+    if (ParseLoopback(target.substr(4), &ss, &len)) return true;
+    *why = "need tcp:LOOPBACK-ADDRESS:PORT";
+    return false;
+  }
+  if (target.rfind("exec:", 0) == 0 && target.size() > 5) return true;
+  *why = "need tcp: or exec:";
+  return false;
+}
+
+namespace {
+
 int ListenUnix(const std::string& path, std::string* err) {
   sockaddr_un sa{};
   if (path.size() >= sizeof sa.sun_path) {
@@ -305,14 +322,16 @@ bool LoadConfig(const std::string& path, Options& opts, std::string* err) {
       route.clear();
       if (section == "modem") {
         if (arg.empty()) return where("[modem NAME] needs a name");
+        // A second section for a name would silently merge two modems'
+        // settings; one section per modem.
         auto it = std::find_if(opts.modems.begin(), opts.modems.end(),
                                [&](auto& m) { return m.name == arg; });
-        if (it == opts.modems.end()) {
-          opts.modems.push_back(ModemSpec{});
-          opts.modems.back().name = arg;
-          it = opts.modems.end() - 1;
+        if (it != opts.modems.end()) {
+          return where("[modem " + arg + "] given twice");
         }
-        modem = &*it;
+        opts.modems.push_back(ModemSpec{});
+        opts.modems.back().name = arg;
+        modem = &opts.modems.back();
       } else if (section == "route") {
         if (arg.empty()) return where("[route NUMBER] needs a number");
         route = arg;
@@ -499,16 +518,9 @@ bool Sim::Start(std::string* err) {
     return false;
   }
   for (auto& [number, target] : opts_.routes) {
-    sockaddr_storage ss;
-    socklen_t len;
-    if (target.rfind("tcp:", 0) == 0) {
-      if (!ParseLoopback(target.substr(4), &ss, &len)) {
-        *err = "route " + number + ": " + target +
-               ": need tcp:LOOPBACK-ADDRESS:PORT";
-        return false;
-      }
-    } else if (target.rfind("exec:", 0) != 0 || target.size() == 5) {
-      *err = "route " + number + ": " + target + ": need tcp: or exec:";
+    std::string why;
+    if (!CheckRoute(target, &why)) {
+      *err = "route " + number + ": " + target + ": " + why;
       return false;
     }
   }

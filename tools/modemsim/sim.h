@@ -86,6 +86,11 @@ struct Options {
 // CONFIGURATION).  Returns false with *err naming file, line and key.
 bool LoadConfig(const std::string& path, Options& opts, std::string* err);
 
+// Whether a route target has one of the forms --route takes (tcp: with a
+// literal loopback address and a port, or exec: with a command); if not,
+// *why says what is expected.  Checks the text only.
+bool CheckRoute(const std::string& target, std::string* why);
+
 struct Call;
 struct Port;
 
