@@ -10,10 +10,13 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <ctime>
 
+#include "gateway/address.h"
+#include "gateway/exec_link.h"
 #include "gateway/files.h"
 #include "gateway/log.h"
 #include "gateway/pop3_fetch.h"
@@ -51,6 +54,40 @@ std::string host_name() {
 constexpr std::string_view kWakeLine = "FERRY-WAKE\r\n";
 
 bool is_tcp_route(std::string_view r) { return r.rfind("tcp:", 0) == 0; }
+// Routes that go out without a modem line.
+bool needs_modem(std::string_view r) { return !is_tcp_route(r) && r != "exec"; }
+
+// The route exec: how long its command may take to bring the far end's
+// greeting (ssh logging in), as the TCP connect is given.
+constexpr std::chrono::seconds kExecAnswerLimit{60};
+
+// Why an exec route's command gave no link: the call's reply, for
+// `ferryctl dial --wait` and `ferryctl why`.
+std::string exec_no_link_reply(ExecLink::Ready r, const ExecStatus& st,
+                               const std::string& last_stderr) {
+  std::string s;
+  switch (r) {
+    case ExecLink::Ready::closed:
+      return "call cancelled before the greeting; the command " +
+             st.describe();
+    case ExecLink::Ready::timeout:
+      s = "no greeting through the command in " +
+          std::to_string(kExecAnswerLimit.count()) + "s; it " + st.describe();
+      break;
+    default:
+      s = "the command " + st.describe() + " before the greeting";
+      break;
+  }
+  if (!last_stderr.empty()) s += ": " + last_stderr;
+  return s;
+}
+
+// The domain of an envelope address, lower-case; empty when it has none.
+std::string domain_of(std::string_view address) {
+  size_t at = address.rfind('@');
+  if (at == std::string_view::npos) return {};
+  return lower_ascii(address.substr(at + 1));
+}
 
 int64_t epoch(SysTime t) {
   return std::chrono::duration_cast<std::chrono::seconds>(
@@ -141,6 +178,15 @@ CallManager::CallManager(asio::io_context& io, const Config& cfg,
     p->st.routes.resize(p->sched.routes.size());
     peers_.push_back(std::move(p));
   }
+  // Is any domain served by several peers?  (An entry ".sub.example" is
+  // tried as a name under it.)
+  for (const PeerConfig& pc : cfg_.peers) {
+    for (const std::string& d : pc.domains) {
+      std::string name = d.starts_with('.') ? "x" + d : d;
+      if (router_.routes_for(name).size() > 1) any_alternates_ = true;
+    }
+  }
+  failing_seen_.assign(peers_.size(), false);
   for (const ModemConfig& mc : cfg_.modems) {
     auto s = std::make_unique<ModemSlot>(io_);
     s->cfg = &mc;
@@ -254,6 +300,7 @@ void CallManager::stop() {
 
 void CallManager::poke() {
   if (stopping_) return;
+  reroute_dirty_ = true;
   tick_.cancel();  // the loop evaluates at once
 }
 
@@ -269,7 +316,7 @@ asio::awaitable<void> CallManager::tick_loop() {
 
 LineState& CallManager::line_for(Peer& p) {
   for (const std::string& r : p.sched.routes) {
-    if (is_tcp_route(r)) continue;
+    if (!needs_modem(r)) continue;
     if (ModemSlot* s = pick_modem(p)) return s->line;
     for (auto& s : modems_) {
       if (p.sched.line == "any" || s->cfg->name == p.sched.line)
@@ -297,6 +344,13 @@ void CallManager::evaluate() {
   if (auto ec = spool_.route_stats(stats)) {
     log::line("ferryd", "scheduler error=" + log::quote(ec.message()));
     return;
+  }
+  if (any_alternates_ && failover(now, stats)) {
+    stats.clear();
+    if (auto ec = spool_.route_stats(stats)) {
+      log::line("ferryd", "scheduler error=" + log::quote(ec.message()));
+      return;
+    }
   }
   for (auto& pp : peers_) {
     Peer& p = *pp;
@@ -367,7 +421,7 @@ void CallManager::evaluate() {
     // A call: find the way out.
     const std::string& route = d.route;
     ModemSlot* slot = nullptr;
-    if (!is_tcp_route(route)) {
+    if (needs_modem(route)) {
       slot = pick_modem(p);
       if (slot == nullptr) {
         if (changed)
@@ -400,6 +454,131 @@ void CallManager::evaluate() {
   }
 }
 
+// ---- failover -----------------------------------------------------------
+
+bool CallManager::failing(Peer& p, SysTime now, std::string* why) {
+  if (!p.cfg->dial) return false;  // held for pickup: nothing to judge
+  if (p.st.stopped) {
+    if (why) *why = p.cfg->name + " stopped: " + p.st.stopped_reason;
+    return true;
+  }
+  bool modem_only = true;
+  for (const std::string& r : p.sched.routes) {
+    if (!needs_modem(r)) modem_only = false;
+  }
+  LineState& line = line_for(p);
+  if (modem_only && line.out_of_service) {
+    if (why) *why = "modem " + line.name + " out of service";
+    return true;
+  }
+  if (p.st.failures < p.cfg->failover_after) return false;
+  // Backing off: no route of the peer may be tried before `ready`.
+  SysTime ready = SysTime::max();
+  for (const RouteState& rs : p.st.routes) ready = std::min(ready, rs.not_before);
+  if (p.st.routes.empty()) ready = SysTime{};
+  ready = std::max(ready, p.st.not_before);
+  if (modem_only) ready = std::max(ready, line.not_before);
+  if (ready <= now) return false;
+  if (why) {
+    *why = std::to_string(p.st.failures) + " failed call" +
+           (p.st.failures == 1 ? "" : "s") + " to " + p.cfg->name +
+           (p.st.last_reply.empty() ? "" : " (" + p.st.last_reply + ")");
+  }
+  return true;
+}
+
+bool CallManager::failover(SysTime now,
+                           const std::vector<queue::RouteStats>& stats) {
+  std::vector<bool> state(peers_.size());
+  std::vector<std::string> why(peers_.size());
+  for (size_t i = 0; i < peers_.size(); ++i)
+    state[i] = failing(*peers_[i], now, &why[i]);
+  if (!reroute_dirty_ && state == failing_seen_) return false;
+  reroute_dirty_ = false;
+  failing_seen_ = state;
+
+  auto index_of = [this](std::string_view name) -> int {
+    for (size_t i = 0; i < peers_.size(); ++i) {
+      if (peers_[i]->cfg->name == name) return static_cast<int>(i);
+    }
+    return -1;
+  };
+  // A peer in a call (placed or answered) keeps its mail: the session may
+  // be about to load it.
+  auto in_call = [this](const Peer& p) {
+    if (p.call) return true;
+    for (auto& w : incoming_) {
+      if (auto c = w.lock(); c && c->peer == p.cfg->name) return true;
+    }
+    return false;
+  };
+
+  std::vector<queue::Transition> moves;
+  std::vector<std::string> notes;
+  for (const queue::RouteStats& rs : stats) {
+    int from = index_of(rs.route);
+    if (from < 0 || in_call(*peers_[from])) continue;
+    const Peer& src = *peers_[from];
+    bool ferry_peer = src.cfg->protocol == PeerConfig::Protocol::ferry;
+    std::vector<queue::QueueId> ids;
+    if (auto ec = spool_.route_messages(rs.route, ids)) {
+      log::line("ferryd", "failover error=" + log::quote(ec.message()));
+      continue;
+    }
+    for (const queue::QueueId& id : ids) {
+      queue::MessageInfo mi;
+      if (spool_.get(id, mi)) continue;  // gone meanwhile
+      for (const queue::RecipientInfo& r : mi.recipients) {
+        if (r.route != rs.route) continue;
+        if (r.state != queue::RecipientState::queued &&
+            r.state != queue::RecipientState::deferred)
+          continue;
+        if (ferry_peer && r.last_reply == kLinkLostReply) continue;
+        std::vector<std::string> routes = router_.routes_for(domain_of(r.address));
+        if (routes.size() < 2 ||
+            std::find(routes.begin(), routes.end(), rs.route) == routes.end())
+          continue;
+        // The most preferred route that is not failing; none: stay.
+        std::string target;
+        std::string reason;
+        for (const std::string& name : routes) {
+          int k = index_of(name);
+          if (k < 0) continue;
+          if (!state[k]) {
+            target = name;
+            break;
+          }
+          if (reason.empty()) reason = why[k];
+        }
+        if (target.empty() || target == rs.route) continue;
+        if (reason.empty()) reason = rs.route + " is not preferred";
+        queue::Transition t;
+        t.id = id;
+        t.recipient = r.index;
+        t.action = queue::Action::reroute;
+        t.route = target;
+        moves.push_back(std::move(t));
+        notes.push_back("event=reroute to=<" + r.address + "> from=" +
+                        rs.route + " route=" + target +
+                        " reason=" + log::quote(reason));
+      }
+    }
+  }
+  if (moves.empty()) return false;
+  std::vector<queue::TransitionResult> results;
+  if (auto ec = spool_.apply(moves, results)) {
+    log::line("ferryd", "failover error=" + log::quote(ec.message()));
+    return false;
+  }
+  bool moved = false;
+  for (size_t i = 0; i < moves.size(); ++i) {
+    if (i < results.size() && results[i].ec) continue;  // it moved on
+    log::line(moves[i].id, notes[i]);
+    moved = true;
+  }
+  return moved;
+}
+
 // ---- calls ------------------------------------------------------------
 
 void CallManager::emit(ActiveCall& call, Value event) {
@@ -425,13 +604,39 @@ asio::awaitable<void> CallManager::place_call(Peer& p, size_t route_index,
 
   Value ev;
   ev["phase"] = "dialling";
-  ev["text"] = "dialling " + route;
+  ev["text"] = route == "exec" ? "running " + p.cfg->command
+                                : "dialling " + route;
   emit(*call, ev);
 
+  std::unique_ptr<ExecLink> exec;  // outlives the transport over it
   std::unique_ptr<LinkTransport> transport;
   tcp::socket sock(io_);
   bool connected = false;
-  if (slot == nullptr) {
+  if (slot == nullptr && route == "exec") {
+    // The peer's command carries the link (gateway/exec_link.h).  Like a
+    // modem's CONNECT, the line is up once the far end speaks: a command
+    // that ends first (ssh refused, 127 not found) is a call not answered.
+    std::string why;
+    exec = ExecLink::start(io_.get_executor(), p.cfg->name, p.cfg->command,
+                           ExecLinkOptions(), why);
+    if (!exec) {
+      out.failure = FailureClass::no_answer;
+      out.reply = "the command cannot start: " + why;
+    } else {
+      ExecLink* link = exec.get();
+      call->cancel = [link] { link->close(); };
+      ExecLink::Ready ready = co_await exec->wait_ready(kExecAnswerLimit);
+      if (ready == ExecLink::Ready::data) {
+        connected = true;
+        transport = make_link_transport(exec->socket());
+      } else {
+        call->cancel = nullptr;
+        ExecStatus st = co_await exec->finish();
+        out.failure = FailureClass::no_answer;
+        out.reply = exec_no_link_reply(ready, st, exec->last_stderr());
+      }
+    }
+  } else if (slot == nullptr) {
     // tcp:HOST:PORT
     tcp::endpoint ep;
     std::string why;
@@ -626,6 +831,10 @@ asio::awaitable<void> CallManager::place_call(Peer& p, size_t route_index,
       slot->port.reset();
     } else if (slot != nullptr && slot->m) {
       co_await slot->m->hangup();
+    } else if (exec) {
+      // Hang up and collect the command; why it ended helps a drop.
+      ExecStatus st = co_await exec->finish();
+      if (res.ec) out.reply += " (the command " + st.describe() + ")";
     } else {
       boost::system::error_code ignored;
       sock.close(ignored);
@@ -658,7 +867,8 @@ void CallManager::finish_call(Peer& p, const CallOutcome& out,
                               const std::string& text) {
   LineState* line = &tcp_line_;
   const std::string& route = p.sched.routes.at(out.route_index);
-  if (!is_tcp_route(route)) {
+  reroute_dirty_ = true;
+  if (needs_modem(route)) {
     for (auto& s : modems_) {
       if (s->peer == p.cfg->name || s->dial_peer == &p) line = &s->line;
     }
@@ -947,6 +1157,12 @@ asio::awaitable<void> CallManager::answer_session(
   LinkSession session(link_ctx_, std::move(t), LinkSession::Role::answerer,
                       "");
   session.set_line_bps(bps);
+  // Who called, once known: failover and `ferryctl dial` leave that
+  // peer's mail alone while its call lasts.
+  LinkSession::ProgressFn who = [call](const LinkProgress& lp) {
+    if (call->peer.empty()) call->peer = lp.peer;
+  };
+  session.set_progress(who);
   CallResult res = co_await session.run();
   // A call a peer placed to us counts as a successful exchange with it
   // (lifetimes count missed opportunities from the last success).
@@ -1068,6 +1284,18 @@ void CallManager::dial_command(const Value& args,
     peer->call->watchers.push_back(std::move(reply));
     return;
   }
+  // The peer called us: its call is answered here, and both queues
+  // cross in it; a second line to the same peer would only compete.
+  for (auto& w : incoming_) {
+    if (auto c = w.lock(); c && c->peer == name) {
+      Value v;
+      v["outcome"] = "ok";
+      v["text"] = name + ": " + name +
+                  " has called us; both queues cross in that call";
+      reply->done(std::move(v));
+      return;
+    }
+  }
   peer->manual = true;
   if (wait) {
     peer->waiting.push_back(std::move(reply));
@@ -1104,7 +1332,7 @@ Value CallManager::peers_status() {
   std::vector<queue::CallRecord> calls;
   spool_.calls(0, calls);
   Value arr = json::Array{};
-  auto add = [&](const std::string& name, const Peer* p) {
+  auto add = [&](const std::string& name, Peer* p) {
     Value v;
     v["name"] = name;
     v["messages"] = uint64_t{0};
@@ -1129,6 +1357,11 @@ Value CallManager::peers_status() {
           p->last.next ? Value(epoch(*p->last.next)) : Value();
       v["next_call_reason"] =
           p->call ? std::string("in a call now") : p->last.reason;
+      // Failover (calls.h): while failing, mail another peer also
+      // serves goes there.
+      std::string why;
+      v["failing"] = failing(*p, now, &why);
+      v["failing_reason"] = why.empty() ? Value() : Value(why);
     } else {
       v["next_call"] = Value();
       v["next_call_reason"] = "not a configured peer";

@@ -8,8 +8,10 @@
 //     is worth a call now.  The decision and its reason are kept for
 //     `ferryctl why PEER`.
 //   - A call goes out on the route the scheduler chose: a phone number on
-//     a free modem (the peer's `line`, or any free modem for "any"), or
-//     tcp:HOST:PORT.  After CONNECT (or the TCP connect) the link session
+//     a free modem (the peer's `line`, or any free modem for "any"),
+//     tcp:HOST:PORT, or "exec": the peer's command, whose stdin and stdout
+//     carry the link (gateway/exec_link.h).  After CONNECT (or the TCP
+//     connect, or the command's first bytes) the link session
 //     (gateway/link_session.h) exchanges the queues both ways; then the
 //     modem hangs up.  The outcome goes to record_outcome(), which sets
 //     the retry time by failure class; every attempt is a CallRecord in
@@ -26,6 +28,20 @@
 //     and the outcome; a dial to a peer already in a call attaches to that
 //     call), `why PEER`, and the "modems" and "peers" status sections;
 //     the server's `flush` calls flush().
+//
+// Failover (several peers for one domain, as MX records; router.h): a
+// peer is failing while it is stopped, its modem line is out of service,
+// or its last `failover_after` calls failed and every route of it is
+// still backing off.  Then each of its queued or deferred recipients
+// whose domain another peer also serves moves (spool Action::reroute) to
+// the most preferred of those that is not failing, and that peer's
+// thresholds decide its call.  When the backoff ends the mail moves back
+// to the preferred peer, so every retry starts from the top, as an MTA
+// retries MX records.  Mail moves only between calls: not away from a
+// peer in a call, and never a message the line cut mid-transfer to a
+// ferry peer (kLinkLostReply): that peer may hold it, and only it can
+// settle the transfer without a duplicate.  Each move is one log line,
+// `<queue id>: event=reroute to=<...> from=P route=Q reason="..."`.
 //
 // Log lines (log.h): `<peer>: event=decide ...`, `<peer>: event=call ...`,
 // `modem NAME: ...` from the driver, and the link session's own lines.
@@ -142,6 +158,9 @@ class CallManager {
   boost::asio::awaitable<void> place_call(Peer& p, size_t route_index,
                                           ModemSlot* slot);
   void evaluate();
+  // Failover: is `p` failing now (and why), and the moves it implies.
+  bool failing(Peer& p, SysTime now, std::string* why);
+  bool failover(SysTime now, const std::vector<queue::RouteStats>& stats);
   ModemSlot* pick_modem(const Peer& p);
   LineState& line_for(Peer& p);
   void finish_call(Peer& p, const CallOutcome& out, const std::string& result,
@@ -171,6 +190,12 @@ class CallManager {
   boost::asio::steady_timer tick_{io_};
   std::mt19937_64 rng_{std::random_device{}()};
   bool stopping_ = false;
+  // Failover scans run when the queue changed, a call ended, or the set
+  // of failing peers changed (not every tick: a scan reads every waiting
+  // message of the peers concerned).
+  bool reroute_dirty_ = true;
+  std::vector<bool> failing_seen_;
+  bool any_alternates_ = false;  // some domain has several peers
 };
 
 }  // namespace ferry::gw

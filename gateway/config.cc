@@ -564,14 +564,16 @@ constexpr std::string_view kDirectRoute = "direct";
 
 bool is_tcp_route(std::string_view r) { return r.substr(0, 4) == "tcp:"; }
 
+constexpr std::string_view kExecRoute = "exec";
+
 bool valid_route(std::string_view r) {
-  if (r == kDirectRoute) return true;
+  if (r == kDirectRoute || r == kExecRoute) return true;
   if (is_tcp_route(r)) return valid_listen_address(r.substr(4));
   return valid_phone_number(r);
 }
 
 bool is_phone_route(std::string_view r) {
-  return r != kDirectRoute && !is_tcp_route(r);
+  return r != kDirectRoute && r != kExecRoute && !is_tcp_route(r);
 }
 
 // A modem command: printable ASCII starting with AT.
@@ -838,9 +840,10 @@ constexpr ScheduleKey kScheduleKeys[] = {
      "name",
      "UTC, +HH:MM, -HH:MM or a tz name such as Europe/Berlin"},
     {"routes", KeyType::list, "",
-     "how the peer is reached, best first: phone numbers, tcp:IP:PORT or "
-     "direct",
-     "phone numbers (digits and dial modifiers), tcp:IP:PORT or direct"},
+     "how the peer is reached, best first: phone numbers, tcp:IP:PORT, "
+     "direct or exec",
+     "phone numbers (digits and dial modifiers), tcp:IP:PORT, direct or "
+     "exec"},
     {"line", KeyType::string, "any",
      "the [modem NAME] calls go out on; any: any free modem with dial = "
      "yes",
@@ -1083,6 +1086,15 @@ constexpr auto kPeerProtocol = [](auto&, auto& s) -> auto& {
   return s.peer->protocol;
 };
 constexpr auto kPeerDial = [](auto&, auto& s) -> auto& { return s.peer->dial; };
+constexpr auto kPeerPreference = [](auto&, auto& s) -> auto& {
+  return s.peer->preference;
+};
+constexpr auto kPeerFailoverAfter = [](auto&, auto& s) -> auto& {
+  return s.peer->failover_after;
+};
+constexpr auto kPeerCommand = [](auto&, auto& s) -> auto& {
+  return s.peer->command;
+};
 constexpr auto kPeerPskFile = [](auto&, auto& s) -> auto& {
   return s.peer->psk_file;
 };
@@ -1246,6 +1258,20 @@ void add_peer_entries(std::vector<Entry>& e) {
   e.push_back(bool_key<kPeerDial>(
       {"peer", "dial", KeyType::boolean, "yes",
        "we call it; no: its mail is held until it calls us"}));
+  e.push_back(range_key<kPeerPreference, 0, 65535>(
+      {"peer", "preference", KeyType::count, "10",
+       "among peers listing the same domain, lower is tried first (as MX "
+       "preferences)"},
+      "a whole number from 0 to 65535"));
+  e.push_back(range_key<kPeerFailoverAfter, 1, 1000>(
+      {"peer", "failover_after", KeyType::count, "1",
+       "failed calls in a row after which mail for domains another peer "
+       "also serves moves on to it"},
+      "a whole number from 1 to 1000"));
+  e.push_back(text_key<kPeerCommand>(
+      {"peer", "command", KeyType::string, "",
+       "the route exec: a shell command whose standard input and output "
+       "reach the peer's link listener"}));
   e.push_back(Entry{{"peer", "fingerprint", KeyType::string, "",
                      "sha256 fingerprint of the peer's link certificate "
                      "(ferry peers)"},
@@ -1753,11 +1779,13 @@ bool finish_config(Config& cfg, const Lines& lines, std::string& error) {
       return label;
     };
 
+    // Several peers may serve one domain (tried by preference); a local
+    // domain is ours alone.
     for (const std::string& d : p.domains) {
-      auto [it, fresh] = domain_owner.emplace(d, label);
-      if (!fresh && it->second != label) {
+      auto it = domain_owner.find(d);
+      if (it != domain_owner.end()) {
         return fail(lines.of(label, "domains"), label, "domains",
-                    "expected domains no other section claims, got '" + d +
+                    "expected domains that are not local, got '" + d +
                         "', which is in " + it->second + " domains too");
       }
     }
@@ -1810,6 +1838,21 @@ bool finish_config(Config& cfg, const Lines& lines, std::string& error) {
                     "got '" +
                         line + "'");
       }
+    }
+    bool exec_route = false;
+    for (const std::string& r : p.schedule.routes) {
+      if (r == kExecRoute) exec_route = true;
+    }
+    if (exec_route && p.dial && p.command.empty()) {
+      return fail(lines.of(origin("routes"), "routes"), origin("routes"),
+                  "routes",
+                  "the route exec needs command = a shell command, got no "
+                  "command (for " + label + ")");
+    }
+    if (!exec_route && !p.command.empty()) {
+      return fail(lines.of(label, "command"), label, "command",
+                  "a command is used by the route exec only, but routes "
+                  "has no exec");
     }
     if (!p.dial) continue;  // held for pickup: routes are not used
     std::string routes_from = origin("routes");

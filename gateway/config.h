@@ -136,6 +136,17 @@ struct PeerConfig {
   bool smarthost = false;            // also the route for every unrouted domain
   enum class Protocol { ferry, smtp } protocol = Protocol::ferry;
   bool dial = true;  // false: never called (hold for pickup)
+  // Among the peers listing the same domain, lower is tried first (as MX
+  // preferences); equal preferences keep configuration order.
+  unsigned preference = 10;
+  // Consecutive failed calls after which this peer's mail for domains
+  // that another peer also serves moves to that peer until the backoff
+  // ends (calls.h: failover).
+  unsigned failover_after = 1;
+  // The route "exec": a command run by /bin/sh whose standard input and
+  // output are the link (ssh to the far office and a relay to its link
+  // listener, say).
+  std::string command;
 
   // ferry peers: how it proves who it is (one of the two, or both).
   std::string fingerprint;  // sha256:HEX of its link certificate

@@ -275,7 +275,7 @@ int main(int argc, char** argv) {
   rc_cfg.local_domains = cfg.local.domains;
   rc_cfg.smarthost = true;
   for (const auto& p : cfg.peers) {
-    rc_cfg.peers.push_back({p.name, p.domains});
+    rc_cfg.peers.push_back({p.name, p.domains, p.preference});
     if (p.smarthost) rc_cfg.smarthost_route = p.name;
   }
   ferry::gw::ConfigRouter router(rc_cfg);

@@ -134,6 +134,7 @@ struct LinkSession::Impl {
     prog.bytes_out = t->bytes_out() + wbuf.size();
     prog.bytes_in = t->bytes_in();
     prog.messages_in = res.messages_in;
+    prog.peer = peer;
     progress_fn(prog);
   }
 
@@ -833,6 +834,7 @@ struct LinkSession::Impl {
         tls_on = true;
         authenticated = true;
         peer = who;
+        report("login");
         sid = "link-" + peer;
         log("tls=TLSv1.3 auth=ok peer=" + peer);
         reset_txn();

@@ -315,6 +315,7 @@ struct LinkProgress {
   uint32_t messages_done = 0, messages_total = 0;  // sending
   uint64_t payload_done = 0, payload_total = 0;    // sending
   uint32_t messages_in = 0;                        // receiving
+  std::string peer;  // the peer, once known (answerer: after its login)
 };
 
 class LinkSession {

@@ -56,6 +56,12 @@ if(TARGET ferryd)
                     ${_e2e}/calls_test.py SchedulerCallTest StrangerTest
                     AnyFreeModemTest
                     DirectLineTest)
+  # Several peers for one domain: failover to the backup and back.
+  ferry_gateway_e2e(gateway_e2e_failover 240 "e2e"
+                    ${_e2e}/failover_test.py)
+  # The route exec: a's calls to b run through a command (socat).
+  ferry_gateway_e2e(gateway_e2e_exec_route 120 "e2e"
+                    ${_e2e}/exec_route_test.py)
   # The field laptop: ferryctl dial --wait in a real terminal (tmux).
   ferry_gateway_e2e(gateway_e2e_laptop 180 "e2e"
                     ${_e2e}/laptop_test.py)

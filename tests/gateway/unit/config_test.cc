@@ -501,7 +501,7 @@ TEST(ConfigPeer, BadValuesNameLineKeyAndExpectation) {
        "ferry.conf:2: [peer p] retry_warp: unknown key"},
       {"[peer p]\nroutes = call-me\n",
        "ferry.conf:2: [peer p] routes: expected phone numbers (digits and "
-       "dial modifiers), tcp:IP:PORT or direct (bad route 'call-me')"},
+       "dial modifiers), tcp:IP:PORT, direct or exec (bad route 'call-me')"},
       {"[peer p]\nroutes = tcp:localhost:25\n", "bad route 'tcp:localhost"},
       {"[peer p]\nline = bad/name\n",
        "[peer p] line: expected the name of a [modem NAME] section or any"},
@@ -709,6 +709,25 @@ TEST(ConfigCrossCheck, GoodCombinationsLoad) {
   parse_ok(kLink +
            "[modem cable]\ndevice = /dev/ttyS1\ndirect = yes\n"
            "[peer a]\npsk_file = /a\nroutes = direct\nline = cable\n");
+  // A command's stdin and stdout as the line; routes may mix kinds.
+  Config c = parse_ok(kLink +
+                      "[peer a]\npsk_file = /a\nroutes = exec "
+                      "tcp:127.0.0.1:7625\ncommand = ssh -T b socat - "
+                      "TCP:127.0.0.1:7726\n");
+  EXPECT_EQ(c.peers.at(0).command, "ssh -T b socat - TCP:127.0.0.1:7726");
+}
+
+TEST(ConfigCrossCheck, SeveralPeersMayServeOneDomainWithPreferences) {
+  Config c = parse_ok(
+      kLink +
+      "[peer b]\npsk_file = /a\nroutes = tcp:127.0.0.1:7625\n"
+      "domains = b.example\npreference = 5\nfailover_after = 3\n"
+      "[peer relay]\npsk_file = /a\nroutes = tcp:127.0.0.1:7626\n"
+      "domains = b.example c.example\n");
+  EXPECT_EQ(c.peers.at(0).preference, 5u);
+  EXPECT_EQ(c.peers.at(0).failover_after, 3u);
+  EXPECT_EQ(c.peers.at(1).preference, 10u);
+  EXPECT_EQ(c.peers.at(1).failover_after, 1u);
 }
 
 TEST(ConfigCrossCheck, ErrorsNameFileLineKeyAndExpectation) {
@@ -749,12 +768,17 @@ TEST(ConfigCrossCheck, ErrorsNameFileLineKeyAndExpectation) {
        "but [peer a] is one already"},
       {"[local]\ndomains = example.org\n"
        "[peer a]\nprotocol = smtp\ndomains = Example.org\n",
-       "ferry.conf:5: [peer a] domains: expected domains no other section "
-       "claims, got 'example.org', which is in [local] domains too"},
-      {"[peer a]\nprotocol = smtp\ndomains = x.example\n"
-       "[peer b]\nprotocol = smtp\ndomains = x.example\n",
-       "[peer b] domains: expected domains no other section claims, got "
-       "'x.example', which is in [peer a] domains too"},
+       "ferry.conf:5: [peer a] domains: expected domains that are not "
+       "local, got 'example.org', which is in [local] domains too"},
+      {"[peer a]\nprotocol = smtp\nroutes = tcp:127.0.0.1:25 exec\n",
+       "[peer a] routes: the route exec needs command = a shell command, "
+       "got no command (for [peer a])"},
+      {"[peer a]\nprotocol = smtp\nroutes = tcp:127.0.0.1:25\n"
+       "command = ssh b nc 127.0.0.1 7726\n",
+       "ferry.conf:4: [peer a] command: a command is used by the route exec "
+       "only, but routes has no exec"},
+      {"[peer a]\nprotocol = smtp\npreference = 65536\n",
+       "[peer a] preference: expected a whole number from 0 to 65535"},
       {"[listener mx]\naddress = 127.0.0.1:25\n"
        "[pop3]\nlisten = 127.0.0.1:110 127.0.0.1:25\n",
        "ferry.conf:4: [pop3] listen: expected an address no other listener "
