@@ -4,13 +4,13 @@
 #include <zstd.h>
 
 #include <algorithm>
-#include <boost/asio/steady_timer.hpp>
 #include <deque>
 #include <map>
 
 #include "gateway/address.h"
 #include "gateway/log.h"
 #include "gateway/maildir.h"
+#include "gateway/smtp_lineio.h"
 #include "gateway/smtp_parser.h"
 
 namespace ferry::gw {
@@ -20,8 +20,6 @@ using queue::Action;
 using queue::QueueId;
 using queue::RecipientState;
 using queue::Transition;
-
-constexpr size_t kMaxLine = 4096;  // longest command or reply line
 
 // SHA-256 of `bytes`, base64url without padding (43 characters).
 std::string digest_b64url(std::string_view bytes) {
@@ -105,23 +103,20 @@ struct LinkSession::Impl {
         t(std::move(tr)),
         role(r),
         peer(std::move(p)),
-        timer(t->executor()) {}
+        io(*t, c.options.timeout, ec, why, "line too long") {}
 
   // ---- state ----
   const LinkContext& ctx;
   std::unique_ptr<LinkTransport> t;
   Role role;
   std::string peer;  // the caller's target; the answerer learns it by TLS
-  asio::steady_timer timer;
   std::string sid;  // log prefix
-  std::string rbuf, wbuf;
   std::error_code ec;  // first failure: ends the call
   std::string why;     // what that failure was, for the log
+  SmtpLineIo io;       // uses t, ec and why: declared after them
   bool tls_on = false;
   bool authenticated = false;
   bool sent_first_body = false;
-  uint64_t read_gen = 0;
-  bool timed_out = false;
   CallResult res;
   LinkSession::ProgressFn progress_fn;
   LinkProgress prog;
@@ -131,7 +126,7 @@ struct LinkSession::Impl {
   void report(std::string_view phase) {
     if (!progress_fn) return;
     prog.phase = std::string(phase);
-    prog.bytes_out = t->bytes_out() + wbuf.size();
+    prog.bytes_out = t->bytes_out() + io.unsent();
     prog.bytes_in = t->bytes_in();
     prog.messages_in = res.messages_in;
     prog.peer = peer;
@@ -139,108 +134,15 @@ struct LinkSession::Impl {
   }
 
   void fail(std::error_code e, std::string text) {
-    if (!ec) {
-      ec = e;
-      why = std::move(text);
-    }
+    io.fail(e, std::move(text));
   }
   void log(std::string_view text) { ferry::log::line(sid, text); }
 
   // ---- bytes ----
 
-  void send(std::string_view s) { wbuf.append(s); }
+  void send(std::string_view s) { io.send(s); }
 
-  asio::awaitable<bool> flush() {
-    if (ec) co_return false;
-    if (wbuf.empty()) co_return true;
-    std::string out;
-    out.swap(wbuf);
-    std::error_code e;
-    co_await t->write(asio::buffer(out), e);
-    if (e) {
-      fail(e, "write: " + e.message());
-      co_return false;
-    }
-    co_return true;
-  }
-
-  // Reads more bytes into rbuf, flushing what we owe first (pipelining:
-  // replies go out when there is no further command to read).  A read
-  // that takes longer than the timeout hangs up.
-  asio::awaitable<bool> fill() {
-    if (!co_await flush()) co_return false;
-    // The generation tells a late timer from the current read's.
-    uint64_t gen = ++read_gen;
-    timer.expires_after(ctx.options.timeout);
-    timer.async_wait([this, gen](boost::system::error_code e) {
-      if (!e && gen == read_gen) {
-        timed_out = true;
-        t->close();
-      }
-    });
-    char buf[16384];
-    std::error_code e;
-    size_t n = co_await t->read_some(asio::buffer(buf), e);
-    timer.cancel();
-    ++read_gen;
-    if (timed_out) {
-      fail(std::make_error_code(std::errc::timed_out), "read: timed out");
-      co_return false;
-    }
-    if (e || n == 0) {
-      if (!e) e = std::make_error_code(std::errc::connection_reset);
-      fail(e, "read: " + e.message());
-      co_return false;
-    }
-    rbuf.append(buf, n);
-    co_return true;
-  }
-
-  // One CRLF line without its terminator.
-  asio::awaitable<bool> read_line(std::string& line) {
-    for (;;) {
-      size_t lf = rbuf.find('\n');
-      if (lf != std::string::npos) {
-        size_t end = lf > 0 && rbuf[lf - 1] == '\r' ? lf - 1 : lf;
-        line.assign(rbuf, 0, end);
-        rbuf.erase(0, lf + 1);
-        co_return true;
-      }
-      if (rbuf.size() > kMaxLine) {
-        fail(protocol_error(), "line too long");
-        co_return false;
-      }
-      if (!co_await fill()) co_return false;
-    }
-  }
-
-  struct Reply {
-    int code = 0;
-    std::string first;               // first line, whole
-    std::vector<std::string> texts;  // text of each line after "NNN[- ]"
-  };
-
-  asio::awaitable<bool> read_reply(Reply& r) {
-    r = Reply{};
-    for (;;) {
-      std::string line;
-      if (!co_await read_line(line)) co_return false;
-      if (line.size() < 3 ||
-          !std::isdigit(static_cast<unsigned char>(line[0])) ||
-          !std::isdigit(static_cast<unsigned char>(line[1])) ||
-          !std::isdigit(static_cast<unsigned char>(line[2]))) {
-        fail(protocol_error(), "bad reply: " + ferry::log::quote(line));
-        co_return false;
-      }
-      int code = std::stoi(line.substr(0, 3));
-      if (r.code == 0) {
-        r.code = code;
-        r.first = line;
-      }
-      r.texts.push_back(line.size() > 4 ? line.substr(4) : std::string());
-      if (line.size() == 3 || line[3] == ' ') co_return true;
-    }
-  }
+  using Reply = SmtpReply;
 
   // Text after "250 2.0.0 " of a one-line reply.
   static std::string reply_word_text(const Reply& r) {
@@ -326,7 +228,7 @@ struct LinkSession::Impl {
       }
       send(cmd + "\r\n");
       Reply r;
-      if (!co_await read_reply(r)) co_return;
+      if (!co_await io.read_reply(r)) co_return;
       if (r.code == 250) {
         log("atrn=granted");
         // The line turns: we are the server now.
@@ -348,7 +250,7 @@ struct LinkSession::Impl {
   asio::awaitable<void> client_quit() {
     send("QUIT\r\n");
     Reply r;
-    co_await read_reply(r);  // the peer may hang up first; nothing is lost
+    co_await io.read_reply(r);  // the peer may hang up first; nothing is lost
     if (ec) {
       // Everything was settled before QUIT.
       ec = {};
@@ -359,7 +261,7 @@ struct LinkSession::Impl {
   // The client side's opening.  `secure`: STARTTLS and check the peer.
   asio::awaitable<bool> client_open(bool secure) {
     Reply r;
-    if (!co_await read_reply(r)) co_return false;
+    if (!co_await io.read_reply(r)) co_return false;
     if (r.code != 220) {
       fail(protocol_error(), "greeting " + ferry::log::quote(r.first));
       co_return false;
@@ -376,12 +278,12 @@ struct LinkSession::Impl {
         co_return false;
       }
       send("STARTTLS\r\n");
-      if (!co_await read_reply(r)) co_return false;
+      if (!co_await io.read_reply(r)) co_return false;
       if (r.code != 220) {
         fail(protocol_error(), "STARTTLS " + ferry::log::quote(r.first));
         co_return false;
       }
-      rbuf.clear();
+      io.discard_input();
       std::error_code e;
       co_await t->start_tls(ctx.tls_client->context(), false, e);
       std::string who = e ? std::string() : ctx.tls_client->peer_of(t->ssl());
@@ -421,7 +323,7 @@ struct LinkSession::Impl {
   asio::awaitable<bool> ehlo(std::vector<std::string>& ext) {
     send("EHLO " + ctx.options.hostname + "\r\n");
     Reply r;
-    if (!co_await read_reply(r)) co_return false;
+    if (!co_await io.read_reply(r)) co_return false;
     if (r.code != 250) {
       fail(protocol_error(), "EHLO " + ferry::log::quote(r.first));
       co_return false;
@@ -531,7 +433,7 @@ struct LinkSession::Impl {
         continue;
       }
       Reply r;
-      if (!co_await read_reply(r)) co_return false;
+      if (!co_await io.read_reply(r)) co_return false;
       std::string w = reply_word_text(r);
       uint64_t n = 0;
       if (r.code == 250 && w.rfind("done ", 0) == 0) {
@@ -671,7 +573,7 @@ struct LinkSession::Impl {
         }
         send("BDAT " + std::to_string(n) + (last ? " LAST" : "") + "\r\n");
         if (!sent_first_body) {
-          if (!co_await flush()) co_return false;
+          if (!co_await io.flush()) co_return false;
           sent_first_body = true;
           res.overhead_out = t->bytes_out();
           res.overhead_in = t->bytes_in();
@@ -683,8 +585,8 @@ struct LinkSession::Impl {
         ++chunks_out;
         expects.push_back({last ? Expect::last : Expect::chunk, i});
         off += n;
-        if (wbuf.size() >= chunk) {
-          if (!co_await flush()) co_return false;
+        if (io.unsent() >= chunk) {
+          if (!co_await io.flush()) co_return false;
         }
       } while (!last);
     }
@@ -698,7 +600,7 @@ struct LinkSession::Impl {
                                      std::deque<Expect>& expects,
                                      size_t& chunks_out) {
     Reply r;
-    if (!co_await read_reply(r)) co_return false;
+    if (!co_await io.read_reply(r)) co_return false;
     Expect e = expects.front();
     expects.pop_front();
     Out& m = batch[e.msg];
@@ -781,7 +683,7 @@ struct LinkSession::Impl {
   asio::awaitable<void> serve(bool turned) {
     for (;;) {
       std::string line;
-      if (!co_await read_line(line)) co_return;
+      if (!co_await io.read_line(line)) co_return;
       smtp::ParsedCommand pc = smtp::parse_command(line);
       const smtp::Command& c = pc.cmd;
       std::string name = c.name;
@@ -797,7 +699,7 @@ struct LinkSession::Impl {
       }
       if (c.verb == smtp::Verb::quit) {
         reply(221, "2.0.0", "bye");
-        co_await flush();
+        co_await io.flush();
         co_return;
       }
       if (c.verb == smtp::Verb::noop) {
@@ -819,8 +721,8 @@ struct LinkSession::Impl {
           continue;
         }
         reply(220, "2.0.0", "ready");
-        if (!co_await flush()) co_return;
-        rbuf.clear();  // nothing sent before the handshake may count
+        if (!co_await io.flush()) co_return;
+        io.discard_input();  // nothing sent before the handshake may count
         std::error_code e;
         co_await t->start_tls(ctx.tls_server->context(), true, e);
         std::string who = e ? std::string() : ctx.tls_server->peer_of(t->ssl());
@@ -845,7 +747,7 @@ struct LinkSession::Impl {
         if (c.verb == smtp::Verb::bdat) {
           // Its data would be read as commands; end the conversation.
           reply(530, "5.7.0", "must issue a STARTTLS command first");
-          co_await flush();
+          co_await io.flush();
           fail(protocol_error(), "BDAT before authentication");
           co_return;
         }
@@ -867,20 +769,18 @@ struct LinkSession::Impl {
           reply(a ? 552 : 501, a ? "5.3.4" : "5.5.4",
                 a ? "chunk too big" : "BDAT size [LAST]");
           fail(protocol_error(), "bad BDAT " + ferry::log::quote(c.arg));
-          co_await flush();
+          co_await io.flush();
           co_return;
         }
         // (A plain loop here: g++ 12 miscompiled a nested read coroutine.)
         bool more = true;
         for (;;) {
-          if (rbuf.size() >= a->size) break;
-          more = co_await fill();
+          if (io.buffered() >= a->size) break;
+          more = co_await io.fill();
           if (!more) break;
         }
         if (!more) co_return;
-        std::string bytes = rbuf.substr(0, a->size);
-        rbuf.erase(0, a->size);
-        cmd_bdat(&*a, std::move(bytes));
+        cmd_bdat(&*a, io.take(a->size));
       } else if (c.verb == smtp::Verb::data) {
         reply(502, "5.5.1", "use BDAT");
       } else if (name == "ATRN") {

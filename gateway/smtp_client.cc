@@ -5,11 +5,11 @@
 
 #include <algorithm>
 #include <boost/asio/ssl/context.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <cctype>
 #include <optional>
 
 #include "gateway/log.h"
+#include "gateway/smtp_lineio.h"
 #include "gateway/smtp_parser.h"
 
 namespace ferry::gw {
@@ -20,7 +20,6 @@ using queue::QueueId;
 using queue::RecipientState;
 using queue::Transition;
 
-constexpr size_t kMaxLine = 4096;  // longest reply line we accept
 constexpr const char* kDupReason =
     "connection lost after end of data; may be duplicated";
 
@@ -51,32 +50,7 @@ std::error_code protocol_error() {
   return std::make_error_code(std::errc::protocol_error);
 }
 
-struct Reply {
-  int code = 0;
-  std::vector<std::string> texts;  // each line's text after "NNN[- ]"
-
-  // "550 5.1.1 no such user": the code and the lines' texts, joined.
-  std::string whole() const {
-    std::string s = std::to_string(code);
-    for (const auto& t : texts) s += " " + t;
-    return s;
-  }
-  // The RFC 3463 status ("5.1.1") when the first line starts with one.
-  std::string status() const {
-    if (texts.empty()) return {};
-    const std::string& t = texts.front();
-    size_t sp = t.find(' ');
-    std::string w = t.substr(0, sp);
-    if (w.size() < 5 || (w[0] != '2' && w[0] != '4' && w[0] != '5') ||
-        w[1] != '.' || std::count(w.begin(), w.end(), '.') != 2) {
-      return {};
-    }
-    for (char c : w) {
-      if (c != '.' && !std::isdigit(static_cast<unsigned char>(c))) return {};
-    }
-    return w;
-  }
-};
+using Reply = SmtpReply;
 
 // What the server offered in its EHLO reply.
 struct Extensions {
@@ -105,8 +79,8 @@ class Client {
         t_(std::move(t)),
         route_(std::move(route)),
         opts_(std::move(opts)),
-        timer_(t_->executor()),
-        sid_("smtp-" + route_) {}
+        sid_("smtp-" + route_),
+        io_(*t_, opts_.timeout, ec_, why_, "reply line too long") {}
 
   asio::awaitable<CallResult> run() {
     auto start = std::chrono::steady_clock::now();
@@ -153,110 +127,23 @@ class Client {
   std::unique_ptr<LinkTransport> t_;
   std::string route_;
   SmtpClientOptions opts_;
-  asio::steady_timer timer_;
   std::string sid_;
-  std::string rbuf_, wbuf_;
   std::error_code ec_;  // first failure: ends the call
   std::string why_;
-  uint64_t read_gen_ = 0;
-  bool timed_out_ = false;
+  SmtpLineIo io_;  // uses t_, opts_, ec_ and why_: declared after them
   bool tls_on_ = false;
   std::optional<asio::ssl::context> tls_ctx_;
   Extensions ext_;
   CallResult res_;
 
   void fail(std::error_code e, std::string text) {
-    if (!ec_) {
-      ec_ = e;
-      why_ = std::move(text);
-    }
+    io_.fail(e, std::move(text));
   }
   void log(std::string_view text) { ferry::log::line(sid_, text); }
 
   // ---- bytes ----
 
-  void send(std::string_view s) { wbuf_.append(s); }
-
-  asio::awaitable<bool> flush() {
-    if (ec_) co_return false;
-    if (wbuf_.empty()) co_return true;
-    std::string out;
-    out.swap(wbuf_);
-    std::error_code e;
-    co_await t_->write(asio::buffer(out), e);
-    if (e) {
-      fail(e, "write: " + e.message());
-      co_return false;
-    }
-    co_return true;
-  }
-
-  // Flushes what we owe, then reads more; a read longer than the timeout
-  // hangs up (the generation tells a late timer from the current one).
-  asio::awaitable<bool> fill() {
-    if (!co_await flush()) co_return false;
-    uint64_t gen = ++read_gen_;
-    timer_.expires_after(opts_.timeout);
-    timer_.async_wait([this, gen](boost::system::error_code e) {
-      if (!e && gen == read_gen_) {
-        timed_out_ = true;
-        t_->close();
-      }
-    });
-    char buf[8192];
-    std::error_code e;
-    size_t n = co_await t_->read_some(asio::buffer(buf), e);
-    timer_.cancel();
-    ++read_gen_;
-    if (timed_out_) {
-      fail(std::make_error_code(std::errc::timed_out), "read: timed out");
-      co_return false;
-    }
-    if (e || n == 0) {
-      if (!e) e = std::make_error_code(std::errc::connection_reset);
-      fail(e, "read: " + e.message());
-      co_return false;
-    }
-    rbuf_.append(buf, n);
-    co_return true;
-  }
-
-  asio::awaitable<bool> read_line(std::string& line) {
-    for (;;) {
-      size_t lf = rbuf_.find('\n');
-      if (lf != std::string::npos) {
-        size_t end = lf > 0 && rbuf_[lf - 1] == '\r' ? lf - 1 : lf;
-        line.assign(rbuf_, 0, end);
-        rbuf_.erase(0, lf + 1);
-        co_return true;
-      }
-      if (rbuf_.size() > kMaxLine) {
-        fail(protocol_error(), "reply line too long");
-        co_return false;
-      }
-      if (!co_await fill()) co_return false;
-    }
-  }
-
-  asio::awaitable<bool> read_reply(Reply& r) {
-    r = Reply{};
-    for (;;) {
-      std::string line;
-      if (!co_await read_line(line)) co_return false;
-      if (line.size() < 3 ||
-          !std::isdigit(static_cast<unsigned char>(line[0])) ||
-          !std::isdigit(static_cast<unsigned char>(line[1])) ||
-          !std::isdigit(static_cast<unsigned char>(line[2])) ||
-          (line.size() > 3 && line[3] != ' ' && line[3] != '-')) {
-        fail(protocol_error(), "bad reply: " + ferry::log::quote(line));
-        co_return false;
-      }
-      int code = std::stoi(line.substr(0, 3));
-      if (r.code == 0) r.code = code;
-      r.texts.push_back(line.size() > 4 ? line.substr(4) : std::string());
-      if (line.size() == 3 || line[3] == ' ') co_return true;
-    }
-  }
+  void send(std::string_view s) { io_.send(s); }
 
   // ---- the call ----
 
@@ -281,7 +168,7 @@ class Client {
   asio::awaitable<void> quit() {
     send("QUIT\r\n");
     Reply r;
-    co_await read_reply(r);
+    co_await io_.read_reply(r);
     // Everything was settled before QUIT; a server that hangs up first
     // loses us nothing.
     ec_ = {};
@@ -291,7 +178,7 @@ class Client {
   // Greeting, EHLO/HELO, STARTTLS, AUTH.
   asio::awaitable<bool> open() {
     Reply r;
-    if (!co_await read_reply(r)) co_return false;
+    if (!co_await io_.read_reply(r)) co_return false;
     if (r.code != 220) {
       res_.result = "refused";
       fail(protocol_error(), "greeting " + ferry::log::quote(r.whole()));
@@ -313,7 +200,7 @@ class Client {
         }
       } else {
         send("STARTTLS\r\n");
-        if (!co_await read_reply(r)) co_return false;
+        if (!co_await io_.read_reply(r)) co_return false;
         if (r.code != 220) {
           if (opts_.starttls == PeerConfig::Tls::required) {
             res_.result = "tls failed";
@@ -323,7 +210,7 @@ class Client {
           }
           log("tls=refused reply=" + ferry::log::quote(r.whole()));
         } else {
-          rbuf_.clear();  // nothing the server sent in the clear counts
+          io_.discard_input();  // nothing the server sent in the clear counts
           tls_ctx_.emplace(asio::ssl::context::tls_client);
           tls_ctx_->set_verify_mode(asio::ssl::verify_none);
           std::error_code e;
@@ -362,7 +249,7 @@ class Client {
       cred += '\0';
       cred += opts_.auth_password;
       send("AUTH PLAIN " + base64(cred) + "\r\n");
-      if (!co_await read_reply(r)) co_return false;
+      if (!co_await io_.read_reply(r)) co_return false;
       if (r.code != 235) {
         res_.result = "auth failed";
         fail(std::make_error_code(std::errc::permission_denied),
@@ -382,7 +269,7 @@ class Client {
     ec_ = {};
     send("QUIT\r\n");
     Reply r;
-    co_await read_reply(r);
+    co_await io_.read_reply(r);
     ec_ = keep;
     why_ = keep_why;
   }
@@ -391,7 +278,7 @@ class Client {
     ext_ = Extensions{};
     send("EHLO " + opts_.hostname + "\r\n");
     Reply r;
-    if (!co_await read_reply(r)) co_return false;
+    if (!co_await io_.read_reply(r)) co_return false;
     if (r.code == 250) {
       ext_.esmtp = true;
       for (size_t i = 1; i < r.texts.size(); ++i) {
@@ -423,7 +310,7 @@ class Client {
     }
     // RFC 5321 4.1.4: a server that does not know EHLO gets HELO.
     send("HELO " + opts_.hostname + "\r\n");
-    if (!co_await read_reply(r)) co_return false;
+    if (!co_await io_.read_reply(r)) co_return false;
     if (r.code != 250) {
       res_.result = "refused";
       fail(protocol_error(), "HELO " + ferry::log::quote(r.whole()));
@@ -591,7 +478,7 @@ class Client {
     const bool use_bdat = ext_.chunking;
     bool data_sent = false;
     if (!ext_.pipelining) {
-      if (!co_await read_reply(mail_reply)) co_return dropped(m, false);
+      if (!co_await io_.read_reply(mail_reply)) co_return dropped(m, false);
       if (mail_reply.code / 100 != 2) {
         finish(m, std::vector<Reply>(n, mail_reply), "");
         co_return co_await reset();
@@ -603,7 +490,7 @@ class Client {
       if (ext_.dsn && r.notify) rc += " NOTIFY=" + smtp::format_notify(r.notify);
       if (ext_.dsn && !r.orcpt.empty()) rc += " ORCPT=" + r.orcpt;
       send(rc + "\r\n");
-      if (!ext_.pipelining && !co_await read_reply(replies[k])) {
+      if (!ext_.pipelining && !co_await io_.read_reply(replies[k])) {
         co_return dropped(m, false);
       }
     }
@@ -612,15 +499,15 @@ class Client {
         send("DATA\r\n");
         data_sent = true;
       }
-      if (!co_await read_reply(mail_reply)) co_return dropped(m, false);
+      if (!co_await io_.read_reply(mail_reply)) co_return dropped(m, false);
       for (size_t k = 0; k < n; ++k) {
-        if (!co_await read_reply(replies[k])) co_return dropped(m, false);
+        if (!co_await io_.read_reply(replies[k])) co_return dropped(m, false);
       }
     }
     if (mail_reply.code / 100 != 2) {
       if (data_sent) {
         Reply d;
-        if (!co_await read_reply(d)) co_return dropped(m, false);
+        if (!co_await io_.read_reply(d)) co_return dropped(m, false);
       }
       finish(m, std::vector<Reply>(n, mail_reply), "");
       co_return co_await reset();
@@ -633,7 +520,7 @@ class Client {
     }
     if (data_sent) {
       Reply d;
-      if (!co_await read_reply(d)) co_return dropped(m, false);
+      if (!co_await io_.read_reply(d)) co_return dropped(m, false);
       if (d.code != 354) {
         if (any) {
           for (auto& r : replies) {
@@ -646,7 +533,7 @@ class Client {
       if (!any) {
         // A server that says 354 with no recipient: end an empty body.
         send(".\r\n");
-        if (!co_await read_reply(d)) co_return dropped(m, false);
+        if (!co_await io_.read_reply(d)) co_return dropped(m, false);
         finish(m, replies, "");
         co_return true;
       }
@@ -711,11 +598,11 @@ class Client {
              "\r\n");
         send(bytes);
         ++bdat_pending;
-        if (!co_await flush()) co_return done ? -2 : -1;
+        if (!co_await io_.flush()) co_return done ? -2 : -1;
         // Without PIPELINING each chunk waits for its reply.
         while (bdat_pending > 0 && (!ext_.pipelining || done)) {
           Reply r;
-          if (!co_await read_reply(r)) co_return done ? -2 : -1;
+          if (!co_await io_.read_reply(r)) co_return done ? -2 : -1;
           --bdat_pending;
           if (r.code / 100 != 2 && bad.code == 0) bad = r;
           if (bdat_pending == 0) end = bad.code != 0 ? bad : r;
@@ -734,8 +621,8 @@ class Client {
           out_bytes += ".\r\n";
         }
         send(out_bytes);
-        if (!co_await flush()) co_return done ? -2 : -1;
-        if (done && !co_await read_reply(end)) co_return -2;
+        if (!co_await io_.flush()) co_return done ? -2 : -1;
+        if (done && !co_await io_.read_reply(end)) co_return -2;
       }
     }
     co_return 1;
@@ -756,7 +643,7 @@ class Client {
   asio::awaitable<bool> reset() {
     send("RSET\r\n");
     Reply r;
-    if (!co_await read_reply(r)) co_return false;
+    if (!co_await io_.read_reply(r)) co_return false;
     co_return true;
   }
 };
