@@ -402,6 +402,10 @@ void CallManager::evaluate() {
       d = decide(sched, p.st, line, q, now);
       if (p.flush && !d.call && q.messages == 0) p.flush = false;
     }
+    if (!d.call && any_alternates_ && failing(p, now, nullptr)) {
+      d.reason += "; meanwhile its mail for domains other peers also "
+                  "serve goes to them";
+    }
     if (d.call && !p.manual && !p.flush && p.settle_until &&
         now < *p.settle_until) {
       d.call = false;

@@ -87,6 +87,8 @@ class FailoverTest(unittest.TestCase):
                    "c: event=call route=" in a.log(), 60,
                    "a's queue emptied by the call to c")
         self.assertTrue(self.status(a, "b")["failing"])
+        r = a.ctl_run("why", "b")
+        self.assertIn("other peers also serve goes to them", r.stdout)
         c.wait_for(lambda: self.status(c, "b")["messages"] == 1, 30,
                    "c holding the message for b")
 
