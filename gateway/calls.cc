@@ -414,6 +414,7 @@ void CallManager::evaluate() {
     }
     bool changed = !p.decided || d.call != p.last.call ||
                    d.reason != p.last.reason;
+    const std::string before = p.last.reason;
     p.last = d;
     p.decided = true;
     if (!d.call) {
@@ -428,11 +429,12 @@ void CallManager::evaluate() {
     if (needs_modem(route)) {
       slot = pick_modem(p);
       if (slot == nullptr) {
-        if (changed)
-          log::line(p.cfg->name, "event=decide call=wait reason=" +
-                                     log::quote("no free modem"));
         p.last.call = false;
         p.last.reason = "waiting for a free modem (" + d.reason + ")";
+        // Logged once, not on every tick of the wait.
+        if (p.last.reason != before)
+          log::line(p.cfg->name, "event=decide call=wait reason=" +
+                                     log::quote("no free modem"));
         continue;
       }
     }

@@ -68,6 +68,7 @@ if(TARGET ferryd)
   # The provider's MTA (a real Exim in -bs mode) answering a call.
   ferry_gateway_e2e(gateway_e2e_smarthost 180 "e2e"
                     ${_e2e}/smarthost_test.py)
-  ferry_gateway_e2e(gateway_e2e_calls_faults 400 "e2e;slow"
-                    ${_e2e}/calls_test.py BusyTest DropTest NeverAnswersTest)
+  ferry_gateway_e2e(gateway_e2e_calls_faults 500 "e2e;slow"
+                    ${_e2e}/calls_test.py BusyTest DropTest NeverAnswersTest
+                    ModemResetTest)
 endif()

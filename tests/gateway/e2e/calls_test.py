@@ -184,6 +184,37 @@ class DropTest(TwoOffices):
         self.assertEqual(results[-1], "ok", results)
 
 
+class ModemResetTest(TwoOffices):
+    """a's modem stops answering commands mid-life: the call fails as
+    modem_not_responding, ferryd resets the modem (closes it and opens it
+    again with its init string), and once the modem answers again the
+    retry delivers the mail."""
+    A_PEER = "min_messages = 1\nretry_modem_not_responding = 1m"
+
+    def test_dead_modem_is_reset_and_the_retry_delivers(self):
+        def idle():
+            r = self.a.ctl_run("--json", "status")
+            return r.returncode == 0 and any(
+                x["name"] == "a" and x["state"].startswith("idle")
+                for x in json.loads(r.stdout)["modems"])
+        self.a.wait_for(idle, 60, "modem a initialised and idle")
+        self.line.admin("fault a mute")
+        m = message("alice@a.example", "bob@b.example", "after a reset")
+        self.a.send("alice@a.example", ["bob@b.example"], m)
+        self.a.wait_for(lambda: "modem a: event=reset" in self.a.log(), 120,
+                        "the modem reset")
+        self.assertIn("outcome=failed", self.a.log())
+        self.assertEqual(self.b.maildir("bob"), [])
+        self.line.admin("clear a")
+        got = self.wait_mail(self.b, "bob", 1, timeout=150)
+        self.assertEqual(normalize_eol(body_of(got[0])), normalize_eol(m))
+        results = self.wait_last_call_ok(self.a)
+        self.assertEqual(results[-1], "ok", results)
+        # The wait for the modem was logged once, not every second.
+        self.assertLessEqual(
+            self.a.log().count("event=decide call=wait"), 2, self.a.log())
+
+
 class NeverAnswersTest(TwoOffices):
     """b's modem never answers: the sender hears of the delay, then gets
     the message back with its headers."""
