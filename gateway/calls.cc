@@ -20,6 +20,7 @@
 #include "gateway/files.h"
 #include "gateway/log.h"
 #include "gateway/pop3_fetch.h"
+#include "gateway/sched_state.h"
 #include "gateway/smtp_client.h"
 #include "gateway/server.h"
 #include "modem/error.h"
@@ -270,7 +271,62 @@ bool CallManager::start(ControlServer& control, std::string& error) {
     acceptors_.push_back(std::move(a));
   }
   register_commands(control);
+  load_memory();
   return true;
+}
+
+void CallManager::load_memory() {
+  if (hooks_.state_file.empty()) return;
+  SchedulerMemory m;
+  std::string error;
+  if (!load_scheduler_memory(hooks_.state_file, m, error)) {
+    log::line("ferryd", "scheduler state not loaded error=" +
+                            log::quote(error) + " (starting afresh)");
+    return;
+  }
+  size_t n = 0;
+  for (auto& p : peers_) {
+    auto it = m.peers.find(p->cfg->name);
+    if (it == m.peers.end()) continue;
+    p->st = std::move(it->second);
+    // The routes may have changed since: alternates keep their index.
+    p->st.routes.resize(p->sched.routes.size());
+    ++n;
+  }
+  for (auto& s : modems_) {
+    auto it = m.lines.find(s->cfg->name);
+    if (it == m.lines.end()) continue;
+    s->line = std::move(it->second);
+    s->line.name = s->cfg->name;
+  }
+  if (n > 0)
+    log::line("ferryd", "scheduler state loaded peers=" + std::to_string(n) +
+                            " file=" + log::quote(hooks_.state_file));
+}
+
+void CallManager::save_memory(bool force) {
+  if (hooks_.state_file.empty()) return;
+  SchedulerMemory m;
+  for (const auto& p : peers_) m.peers[p->cfg->name] = p->st;
+  for (const auto& s : modems_) m.lines[s->cfg->name] = s->line;
+  // What changed, leaving out how far the window bookkeeping has got
+  // (it moves every tick): that alone is written every few minutes.
+  SchedulerMemory sig = m;
+  for (auto& [name, st] : sig.peers) st.windows_checked.reset();
+  std::string key = json::write(to_json(sig));
+  auto now = std::chrono::steady_clock::now();
+  if (!force && key == memory_saved_ &&
+      now - memory_saved_at_ < std::chrono::minutes(10))
+    return;
+  std::string error;
+  if (!save_scheduler_memory(hooks_.state_file, json::write(to_json(m)),
+                             error)) {
+    log::line("ferryd", "scheduler state not saved error=" +
+                            log::quote(error));
+    return;
+  }
+  memory_saved_ = std::move(key);
+  memory_saved_at_ = now;
 }
 
 void CallManager::run() {
@@ -282,6 +338,7 @@ void CallManager::run() {
 
 void CallManager::stop() {
   if (stopping_) return;
+  save_memory(true);
   stopping_ = true;
   tick_.cancel();
   boost::system::error_code ec;
@@ -458,6 +515,7 @@ void CallManager::evaluate() {
                      asio::detached);
     }
   }
+  save_memory(false);
 }
 
 // ---- failover -----------------------------------------------------------

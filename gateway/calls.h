@@ -47,8 +47,9 @@
 // `modem NAME: ...` from the driver, and the link session's own lines.
 //
 // Known limits (also in ferryd(8) BUGS):
-//   - Scheduler state (backoff, missed opportunities, stopped peers) lives
-//     in memory: a restart forgets it and may call sooner than planned.
+//   - A stopped peer and a modem out of service are not kept across a
+//     restart (sched_state.h says why); backoff, missed opportunities
+//     and recent calls are, except with a sped-up clock.
 //   - The link session writes to the spool synchronously on ferryd's one
 //     io_context thread, so a durable write during a call briefly delays
 //     the SMTP sessions (one group commit each).
@@ -98,6 +99,9 @@ struct CallManagerHooks {
   std::function<std::error_code(const std::vector<queue::Transition>&,
                                 std::vector<queue::TransitionResult>&)>
       apply;
+  // Where the scheduler's memory is kept across restarts
+  // (gateway/sched_state.h); empty: not kept.
+  std::string state_file;
 };
 
 class CallManager {
@@ -158,6 +162,11 @@ class CallManager {
   boost::asio::awaitable<void> place_call(Peer& p, size_t route_index,
                                           ModemSlot* slot);
   void evaluate();
+  // The scheduler's memory (hooks_.state_file): loaded by start(),
+  // written when it changed (at most every few minutes for the window
+  // bookkeeping alone).
+  void load_memory();
+  void save_memory(bool force);
   // Failover: is `p` failing now (and why), and the moves it implies.
   bool failing(Peer& p, SysTime now, std::string* why);
   bool failover(SysTime now, const std::vector<queue::RouteStats>& stats);
@@ -196,6 +205,8 @@ class CallManager {
   bool reroute_dirty_ = true;
   std::vector<bool> failing_seen_;
   bool any_alternates_ = false;  // some domain has several peers
+  std::string memory_saved_;      // what the file holds, less the clock
+  std::chrono::steady_clock::time_point memory_saved_at_{};
 };
 
 }  // namespace ferry::gw

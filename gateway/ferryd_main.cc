@@ -317,8 +317,13 @@ int main(int argc, char** argv) {
                                                : 1.0)));
     server.enable_notify(notifier, std::max(every,
                                             std::chrono::milliseconds(200)));
-    if (!cfg.peers.empty() || !cfg.modems.empty() || !cfg.link.listen.empty())
-      server.enable_calls(router, *clock, {});
+    if (!cfg.peers.empty() || !cfg.modems.empty() || !cfg.link.listen.empty()) {
+      ferry::gw::CallManagerHooks hooks;
+      // The scheduler's memory outlives a restart (sched_state.h); a
+      // sped-up clock's times mean nothing to the next run.
+      if (!scaled) hooks.state_file = cfg.spool_dir + "/scheduler.json";
+      server.enable_calls(router, *clock, std::move(hooks));
+    }
     if (!server.start(error)) return fatal(error);
     // Ports are bound and the control socket exists: give up root for
     // good ([ferryd] user; a no-op when started as that user already).

@@ -120,5 +120,40 @@ class FailoverTest(unittest.TestCase):
             1, a.log())
 
 
+class RestartTest(unittest.TestCase):
+    """The scheduler's memory survives a restart: a peer backing off
+    after a failed call is not redialled because ferryd restarted."""
+
+    def test_backoff_survives_a_restart(self):
+        a, b = Office("a"), Office("b")
+        for o in (a, b):
+            self.addCleanup(o.cleanup)
+        dead = free_port()  # nothing listens there
+        a.configure(peers=peer(b, "domains = b.example",
+                               "routes = tcp:127.0.0.1:%d" % dead,
+                               "retry_no_answer = 2h"))
+        a.start(scaled=False)
+        a.send("alice@a.example", ["bob@b.example"],
+               message("alice@a.example", "bob@b.example", "kept back"))
+        a.wait_for(lambda: "outcome=no_answer" in a.log(), 30,
+                   "the failed call")
+        a.wait_for(lambda: os.path.exists(
+            os.path.join(a.spool, "scheduler.json")), 10,
+            "the scheduler state file")
+        self.assertEqual(a.stop(), 0)
+        a.start(scaled=False)
+        a.wait_for(lambda: "scheduler state loaded peers=1" in a.log(), 10,
+                   "the state loaded")
+        time.sleep(3)  # three scheduler ticks
+        self.assertEqual(a.log().count("b: event=call "), 1, a.log())
+        r = a.ctl_run("why", "b")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("backing off", r.stdout)
+        # The mail is still there, waiting for the retry.
+        r = a.ctl_run("--json", "status")
+        peers = {p["name"]: p for p in json.loads(r.stdout)["peers"]}
+        self.assertEqual(peers["b"]["messages"], 1)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

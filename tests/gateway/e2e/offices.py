@@ -164,11 +164,16 @@ class Office:
         with open(self.config, "w") as f:
             f.write("\n".join(lines))
 
-    def start(self):
+    def start(self, scaled=True):
+        """scaled=False runs ferryd on the wall clock (no --clock-scale),
+        as in production: the scheduler then keeps its state across
+        restarts."""
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [FERRYD, "--config", self.config, "--clock-scale", str(SCALE)],
-            stdout=self._log, stderr=self._log)
+        args = [FERRYD, "--config", self.config]
+        if scaled:
+            args += ["--clock-scale", str(SCALE)]
+        self.proc = subprocess.Popen(args, stdout=self._log,
+                                     stderr=self._log)
         deadline = time.time() + 20
         while time.time() < deadline:
             if self.proc.poll() is not None:
