@@ -1043,6 +1043,10 @@ OutcomeEffect record_outcome(const PeerSchedule& cfg, PeerState& st,
     st.failures = 0;
     st.not_before = {};
     st.last_failure.reset();
+    // A call that worked (the postmaster's `ferryctl dial` after fixing
+    // the credentials) proves the stop's cause gone: calls resume.
+    st.stopped = false;
+    st.stopped_reason.clear();
     st.last_reply = out.reply;
     st.last_success = out.end;
     rs = RouteState{};

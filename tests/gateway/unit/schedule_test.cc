@@ -408,6 +408,15 @@ TEST_F(SchedTest, AuthFailureStopsCallsAndTellsPostmaster) {
   EXPECT_TRUE(decide_at(at(3, 9, 0)).call);
 }
 
+TEST_F(SchedTest, AStoppedPeerResumesAfterACallByHandSucceeds) {
+  fail(FailureClass::auth_failed, at(0, 9, 0));
+  EXPECT_FALSE(decide_at(at(0, 10, 0)).call);
+  // The postmaster fixed the password and called by hand: it worked.
+  succeed(at(0, 10, 0), at(0, 10, 5));
+  EXPECT_FALSE(st.stopped);
+  EXPECT_TRUE(decide_at(at(0, 11, 0)).call);
+}
+
 TEST_F(SchedTest, ConfigErrorStopsCalls) {
   OutcomeEffect e = fail(FailureClass::config_error, at(0, 9, 0));
   EXPECT_TRUE(e.tell_postmaster);
