@@ -32,6 +32,29 @@ namespace {
 
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 
+// How a waitpid() status says the child ended; "unknown" for a stop.
+ExecStatus status_of(int st) {
+  ExecStatus s;
+  if (WIFEXITED(st)) {
+    s.kind = ExecStatus::Kind::exited;
+    s.code = WEXITSTATUS(st);
+  } else if (WIFSIGNALED(st)) {
+    s.kind = ExecStatus::Kind::signalled;
+    s.code = WTERMSIG(st);
+  }
+  return s;
+}
+
+// Waits (blocking) until `pid` has ended and collects it.
+ExecStatus reap_blocking(pid_t pid) {
+  int st = 0;
+  pid_t r;
+  do {
+    r = ::waitpid(pid, &st, 0);
+  } while (r < 0 && errno == EINTR);
+  return r == pid ? status_of(st) : ExecStatus{};
+}
+
 // After the child is reaped, how long its stderr may take to reach end of
 // file (a grandchild may still hold the pipe; we stop listening then).
 constexpr std::chrono::milliseconds kStderrDrain{500};
@@ -246,20 +269,7 @@ ExecLink::~ExecLink() {
   if (!status_ && pid_ > 0) {
     // finish() did not run (ferryd is going down hard): no grace.
     signal_group(SIGKILL, "the link is being destroyed");
-    int st = 0;
-    pid_t r;
-    do {
-      r = ::waitpid(pid_, &st, 0);
-    } while (r < 0 && errno == EINTR);
-    ExecStatus s;
-    if (r == pid_ && WIFEXITED(st)) {
-      s.kind = ExecStatus::Kind::exited;
-      s.code = WEXITSTATUS(st);
-    } else if (r == pid_ && WIFSIGNALED(st)) {
-      s.kind = ExecStatus::Kind::signalled;
-      s.code = WTERMSIG(st);
-    }
-    status_ = s;
+    status_ = reap_blocking(pid_);
   }
   if (err_) {
     boost::system::error_code ignored;
@@ -286,12 +296,8 @@ bool ExecLink::reap() {
   if (r == 0) return false;
   if (r < 0 && errno == EINTR) return false;
   ExecStatus s;
-  if (r == pid_ && WIFEXITED(st)) {
-    s.kind = ExecStatus::Kind::exited;
-    s.code = WEXITSTATUS(st);
-  } else if (r == pid_ && WIFSIGNALED(st)) {
-    s.kind = ExecStatus::Kind::signalled;
-    s.code = WTERMSIG(st);
+  if (r == pid_ && (WIFEXITED(st) || WIFSIGNALED(st))) {
+    s = status_of(st);
   } else if (r == pid_) {
     return false;  // stopped or continued: not an end
   } else {
@@ -363,20 +369,7 @@ asio::awaitable<ExecStatus> ExecLink::finish() {
       // SIGKILL cannot be refused; bound the wait all the same and then
       // block in waitpid, so nothing is left unreaped.
       if (!co_await wait_exit(std::chrono::seconds(10))) {
-        int st = 0;
-        pid_t r;
-        do {
-          r = ::waitpid(pid_, &st, 0);
-        } while (r < 0 && errno == EINTR);
-        ExecStatus s;
-        if (r == pid_ && WIFSIGNALED(st)) {
-          s.kind = ExecStatus::Kind::signalled;
-          s.code = WTERMSIG(st);
-        } else if (r == pid_ && WIFEXITED(st)) {
-          s.kind = ExecStatus::Kind::exited;
-          s.code = WEXITSTATUS(st);
-        }
-        status_ = s;
+        status_ = reap_blocking(pid_);
       }
     }
   }
