@@ -38,9 +38,10 @@
 // thresholds decide its call.  When the backoff ends the mail moves back
 // to the preferred peer, so every retry starts from the top, as an MTA
 // retries MX records.  Mail moves only between calls: not away from a
-// peer in a call, and never a message the line cut mid-transfer to a
-// ferry peer (kLinkLostReply): that peer may hold it, and only it can
-// settle the transfer without a duplicate.  Each move is one log line,
+// peer in a call, and never a message whose last chunk went to a ferry
+// peer before the line dropped (kLinkLostReply): that peer may hold it
+// whole, and only it can settle the transfer without a duplicate.  A
+// message cut earlier (kLinkCutReply) or never started moves freely.  Each move is one log line,
 // `<queue id>: event=reroute to=<...> from=P route=Q reason="..."`.
 //
 // Log lines (log.h): `<peer>: event=decide ...`, `<peer>: event=call ...`,

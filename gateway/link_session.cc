@@ -352,6 +352,9 @@ struct LinkSession::Impl {
     // answer 451 to the MAIL, so the next call offers and resumes.
     bool fresh = false;
     bool settled = false;
+    // Its last chunk went to the line: the peer may have committed it
+    // even if its reply never came back.
+    bool whole_sent = false;
     int mail_code = 0;
     std::string mail_reply;
     std::vector<int> rcpt_code;
@@ -476,7 +479,10 @@ struct LinkSession::Impl {
     for (Out& m : batch) {
       if (m.send && !m.settled) {
         m.rcpt_code.clear();
-        settle(m, 451, std::string(kLinkLostReply),
+        // Only a message whose last chunk went out can be whole at the
+        // peer; the rest can go elsewhere (failover) without a duplicate.
+        settle(m, 451,
+               std::string(m.whole_sent ? kLinkLostReply : kLinkCutReply),
                "deferred");
       }
     }
@@ -579,6 +585,7 @@ struct LinkSession::Impl {
           res.overhead_in = t->bytes_in();
         }
         send(std::string_view(m.stored).substr(off, n));
+        if (last) m.whole_sent = true;
         res.body_bytes_out += n;
         prog.payload_done += n;
         report("sending");

@@ -249,6 +249,11 @@ std::unique_ptr<LinkTransport> make_link_transport(Stream& s) {
 // same peer may settle it (the call manager's failover leaves it there).
 inline constexpr std::string_view kLinkLostReply =
     "451 4.4.2 connection lost during the transfer";
+// The same for a message the line cut before its last chunk went out (or
+// before it started): the peer holds at most a part, so it may go
+// elsewhere.
+inline constexpr std::string_view kLinkCutReply =
+    "451 4.4.2 connection lost before the message was complete";
 
 // ---- configuration and results -----------------------------------------
 

@@ -434,6 +434,43 @@ TEST_F(LinkTest, DropsAnywhereDeliverExactlyOnce) {
   EXPECT_GT(resumed, kOffsets / 2);
 }
 
+// A drop early in a batch: the messages whose last chunk never went out
+// are marked as cut (the peer holds at most a part, so failover may send
+// them elsewhere), not as lost in transfer (which pins them to this peer).
+TEST_F(LinkTest, DropBeforeAMessageEndsMarksItCutNotLost) {
+  auto load = [](Office& a) {
+    a.ctx.options.chunk_size = 512;
+    a.ctx.options.window_chunks = 2;
+    std::vector<queue::QueueId> ids;
+    for (int i = 0; i < 3; ++i)
+      ids.push_back(
+          a.submit("bob@b.example", make_body("m" + std::to_string(i), 150)));
+    return ids;
+  };
+  uint64_t total;
+  {
+    Office a("a", "a.example", "alice"), b("b", "b.example", "bob");
+    a.pin(b);
+    b.pin(a);
+    load(a);
+    CallOutcome c = place_call(a, b);
+    ASSERT_FALSE(c.caller.ec);
+    total = c.up + c.down;
+  }
+  Office a("a", "a.example", "alice"), b("b", "b.example", "bob");
+  a.pin(b);
+  b.pin(a);
+  std::vector<queue::QueueId> ids = load(a);
+  CallOutcome c = place_call(a, b, total / 5);
+  ASSERT_TRUE(c.cut);
+  for (const auto& id : ids) {
+    queue::MessageInfo mi;
+    ASSERT_FALSE(a.spool->get(id, mi));
+    EXPECT_EQ(mi.recipients.at(0).last_reply, kLinkCutReply) << id;
+  }
+  EXPECT_TRUE(b.maildir().empty());
+}
+
 // A stranger with a certificate nobody pinned gets no further than the
 // handshake: no offers, no extension list after TLS; the answerer logs it.
 TEST_F(LinkTest, StrangerIsRefusedAndLogged) {
