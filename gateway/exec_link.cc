@@ -374,6 +374,26 @@ asio::awaitable<ExecStatus> ExecLink::finish() {
     }
   }
 
+  // The shell is gone; what it left running in its process group (a
+  // "cmd &" it never waited for) goes too.  The group's id cannot be
+  // given to a new process while any member lives, so this is safe.
+  if (pid_ > 0 && ::kill(-pid_, 0) == 0) {
+    log::line(id_, "event=exec-kill signal=TERM reason=" +
+                       log::quote("left running in the command's group"));
+    ::kill(-pid_, SIGTERM);
+    auto deadline = std::chrono::steady_clock::now() + opt_.term_grace;
+    while (::kill(-pid_, 0) == 0 &&
+           std::chrono::steady_clock::now() < deadline) {
+      timer_.expires_after(opt_.poll);
+      co_await timer_.async_wait(kTuple);
+    }
+    if (::kill(-pid_, 0) == 0) {
+      log::line(id_, "event=exec-kill signal=KILL reason=" +
+                         log::quote("left running after SIGTERM"));
+      ::kill(-pid_, SIGKILL);
+    }
+  }
+
   // The last stderr lines belong before the exit line.
   if (err_ && !err_->done) {
     err_->drained.expires_after(kStderrDrain);

@@ -10,6 +10,8 @@
 
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -265,6 +267,38 @@ TEST(ExecLink, CommandIgnoringEofAndTermIsKilledAndReaped) {
             std::string::npos)
       << log;
   EXPECT_NE(log.find("peer-x: event=exec-exit signal=KILL\n"),
+            std::string::npos)
+      << log;
+}
+
+TEST(ExecLink, BackgroundChildTheShellLeftBehindIsStopped) {
+  // "cmd & exit 5": the shell ends at once, its child stays in the group.
+  ExecStatus st;
+  pid_t sleeper = -1;
+  testing::internal::CaptureStderr();
+  run([&](asio::io_context& io) -> asio::awaitable<void> {
+    auto link = start(io, "sleep 60 & echo $!; exit 5");
+    if (!link) co_return;
+    std::string line;
+    char c;
+    while (line.empty() || line.back() != '\n') {
+      auto [ec, n] = co_await link->socket().async_read_some(
+          asio::buffer(&c, 1), kTuple);
+      if (ec) break;
+      line += c;
+    }
+    sleeper = std::atoi(line.c_str());
+    st = co_await link->finish();
+  });
+  std::string log = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(st.kind, ExecStatus::Kind::exited);
+  EXPECT_EQ(st.code, 5);
+  ASSERT_GT(sleeper, 0);
+  // Reparented to init, which reaps it; give it a moment.
+  for (int i = 0; i < 50 && !dead(sleeper); ++i)
+    std::this_thread::sleep_for(50ms);
+  EXPECT_TRUE(dead(sleeper)) << "the background sleep survived";
+  EXPECT_NE(log.find("left running in the command's group"),
             std::string::npos)
       << log;
 }
