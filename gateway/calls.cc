@@ -885,10 +885,12 @@ asio::awaitable<void> CallManager::place_call(Peer& p, size_t route_index,
                         : FailureClass::dropped;
     }
     result = res.result;
+    if (res.ec && !res.error.empty()) out.reply += ": " + res.error;
     text = "sent " + std::to_string(res.messages_out) + ", received " +
            std::to_string(res.messages_in) + " messages; " +
            std::to_string(res.bytes_out) + " bytes out, " +
            std::to_string(res.bytes_in) + " in";
+    if (res.ec) text += "; the call failed: " + out.reply;
     if (slot != nullptr && slot->port) {
       // Nothing to hang up on a direct line; the session closed the
       // port, which the line's loop opens again.

@@ -178,6 +178,7 @@ struct LinkSession::Impl {
     res.ec = ec;
     res.peer = peer;
     if (ec && res.result == "ok") res.result = "dropped";
+    if (ec) res.error = why.empty() ? ec.message() : why;
     res.bytes_in = t->bytes_in();
     res.bytes_out = t->bytes_out();
     res.duration = std::chrono::duration_cast<std::chrono::milliseconds>(

@@ -296,6 +296,7 @@ struct CallResult {
   std::error_code ec;                    // empty: the call ran to QUIT
   std::string peer;                      // authenticated peer (empty if none)
   std::string result = "ok";             // "ok", "auth failed", "dropped", ...
+  std::string error;  // what went wrong, as logged; empty when ok
   uint64_t bytes_out = 0, bytes_in = 0;  // raw line bytes
   uint32_t messages_out = 0, messages_in = 0;
   uint64_t body_bytes_out = 0;  // stored bytes we sent in BDAT chunks

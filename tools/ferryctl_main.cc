@@ -1052,6 +1052,9 @@ int main(int argc, char** argv) {
     const Value& r = v["result"];
     if (o.json) {
       std::printf("%s\n", ferry::json::write(r).c_str());
+      // A call's outcome is in the exit status with --json too.
+      std::string outcome = cmd == "dial" ? r["outcome"].as_string() : "";
+      if (!outcome.empty() && outcome != "ok") return exit_for(outcome);
     } else if (cmd == "status") {
       print_status(r);
     } else if (cmd == "queue.list") {

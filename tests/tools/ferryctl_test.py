@@ -567,6 +567,19 @@ class FerryctlTest(unittest.TestCase):
             self.assertEqual(lines[1], "office: sending  out 2.0K in 0B  "
                              "msg 1/3  240B/s  eta 12s")
             self.assertEqual(lines[2], "call " + outcome)
+            # --json: the same exit status, the outcome as JSON.
+            os.unlink(self.d.sock)
+            srv = socket.socket(socket.AF_UNIX)
+            srv.bind(self.d.sock)
+            srv.listen(1)
+            t = threading.Thread(target=serve, args=(srv, outcome))
+            t.start()
+            r = self.ctl("--json", "dial", "office", "--wait")
+            t.join(10)
+            srv.close()
+            self.assertEqual(r.returncode, code, (outcome, r.stderr))
+            self.assertEqual(json.loads(r.stdout.splitlines()[-1])["outcome"],
+                             outcome)
 
         # On a terminal: \r and erase-line, one final newline.
         os.unlink(self.d.sock)
