@@ -458,6 +458,11 @@ void CallManager::evaluate() {
     } else {
       d = decide(sched, p.st, line, q, now);
       if (p.flush && !d.call && q.messages == 0) p.flush = false;
+      // Say what really decided: the retry, not a threshold it lowered.
+      if (d.call && p.retry && !p.flush && q.messages > 0)
+        d.reason = "retry after the failed call; " +
+                   std::to_string(q.messages) + " message" +
+                   (q.messages == 1 ? "" : "s") + " waiting";
     }
     if (!d.call && any_alternates_ && failing(p, now, nullptr)) {
       d.reason += "; meanwhile its mail for domains other peers also "

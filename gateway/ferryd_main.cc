@@ -257,7 +257,18 @@ int main(int argc, char** argv) {
   }
 
   std::error_code ec;
-  auto spool = ferry::queue::Spool::open(cfg.spool_dir, {}, ec);
+  // The spool's own lines ("QID: ... status=queued") in ferryd's log
+  // format, so one grep of a queue id reads with times throughout.
+  ferry::queue::Options spool_opts;
+  spool_opts.log_sink = [](std::string_view l) {
+    size_t colon = l.find(": ");
+    if (colon == std::string_view::npos) {
+      ferry::log::line("spool", l);
+    } else {
+      ferry::log::line(l.substr(0, colon), l.substr(colon + 2));
+    }
+  };
+  auto spool = ferry::queue::Spool::open(cfg.spool_dir, spool_opts, ec);
   if (!spool) return fatal("spool " + cfg.spool_dir + ": " + ec.message());
   // A crash mid-call leaves recipients in flight: they are due again now.
   size_t requeued = 0;

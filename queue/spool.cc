@@ -374,7 +374,12 @@ class Core {
   const Options& opts() const { return opts_; }
   const std::string& dir() const { return dir_; }
   void log(const std::string& line) const {
-    if (opts_.log) std::fprintf(stderr, "%s\n", line.c_str());
+    if (!opts_.log) return;
+    if (opts_.log_sink) {
+      opts_.log_sink(line);
+    } else {
+      std::fprintf(stderr, "%s\n", line.c_str());
+    }
   }
 
   // Queues a write; `done` runs on the committer thread after the sync.

@@ -155,6 +155,9 @@ struct Options {
   std::function<std::error_code()> before_commit_hook;
   // One stderr line per queued or removed message and per spool problem.
   bool log = true;
+  // Where those lines go instead of stderr (ferryd gives its own log, so
+  // they carry its time stamp).  Called from any spool thread.
+  std::function<void(std::string_view line)> log_sink;
 };
 
 // Per-recipient transitions (the rules are in queue/records.h).
