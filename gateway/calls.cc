@@ -181,10 +181,19 @@ CallManager::CallManager(asio::io_context& io, const Config& cfg,
   }
   // Is any domain served by several peers?  (An entry ".sub.example" is
   // tried as a name under it.)
+  // Which peers stand behind another for some domain (mail may sit there
+  // only while a better one fails, so only their queues can move back).
+  backup_.assign(peers_.size(), false);
   for (const PeerConfig& pc : cfg_.peers) {
     for (const std::string& d : pc.domains) {
       std::string name = d.starts_with('.') ? "x" + d : d;
-      if (router_.routes_for(name).size() > 1) any_alternates_ = true;
+      std::vector<std::string> routes = router_.routes_for(name);
+      if (routes.size() > 1) any_alternates_ = true;
+      for (size_t r = 1; r < routes.size(); ++r) {
+        for (size_t k = 0; k < peers_.size(); ++k) {
+          if (peers_[k]->cfg->name == routes[r]) backup_[k] = true;
+        }
+      }
     }
   }
   failing_seen_.assign(peers_.size(), false);
@@ -587,6 +596,9 @@ bool CallManager::failover(SysTime now,
   for (const queue::RouteStats& rs : stats) {
     int from = index_of(rs.route);
     if (from < 0 || in_call(*peers_[from])) continue;
+    // A healthy peer that backs up nobody keeps its mail: its queue is not
+    // read (a scan runs on every arrival, so this is the common case).
+    if (!state[from] && !backup_[from]) continue;
     const Peer& src = *peers_[from];
     bool ferry_peer = src.cfg->protocol == PeerConfig::Protocol::ferry;
     std::vector<queue::QueueId> ids;

@@ -206,6 +206,7 @@ class CallManager {
   bool reroute_dirty_ = true;
   std::vector<bool> failing_seen_;
   bool any_alternates_ = false;  // some domain has several peers
+  std::vector<bool> backup_;      // by peer: second or later for a domain
   std::string memory_saved_;      // what the file holds, less the clock
   std::chrono::steady_clock::time_point memory_saved_at_{};
 };
