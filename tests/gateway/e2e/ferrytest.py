@@ -51,6 +51,35 @@ def pbkdf2_hash(password, iterations=1000):
                                        base64.b64encode(key).decode())
 
 
+def stop_process(proc, log_file, timeout=15):
+    """SIGTERM, SIGKILL after `timeout` seconds; closes the log file the
+    process wrote to; returns the exit status."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    log_file.close()
+    return proc.returncode
+
+
+def fail_on_sanitizer_report(log_path, who):
+    """Sanitizer builds: a report in a daemon's log fails the test that
+    owns the daemon, even if every reply looked right."""
+    if not os.path.exists(log_path):
+        return
+    with open(log_path, "rb") as f:
+        log = f.read().decode("utf-8", "replace")
+    for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                   "runtime error:"):
+        if marker in log:
+            keep = log_path + ".kept"
+            shutil.copy(log_path, keep)
+            raise AssertionError("%s in %s's log (%s)" % (marker, who, keep))
+
+
 class Ferryd:
     """One ferryd process with its own directory.
 
@@ -166,30 +195,13 @@ class Ferryd:
         """SIGTERM; returns the exit status."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        rc = self.proc.returncode
+        rc = stop_process(self.proc, self._log)
         self.proc = None
         return rc
 
     def cleanup(self):
         self.stop()
-        # Sanitizer builds: a report in the log fails the test that owns
-        # this ferryd, even if every reply looked right.
-        log = self.log() if os.path.exists(self.log_path) else ""
-        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
-                       "runtime error:"):
-            if marker in log:
-                keep = self.log_path + ".kept"
-                shutil.copy(self.log_path, keep)
-                raise AssertionError("%s in ferryd's log (%s)" %
-                                     (marker, keep))
+        fail_on_sanitizer_report(self.log_path, "ferryd")
         if os.environ.get("FERRY_KEEP_TMP"):
             print("kept", self.dir)
             return

@@ -11,14 +11,14 @@ import glob
 import os
 import re
 import shutil
-import signal
 import smtplib
 import socket
 import subprocess
 import tempfile
 import time
 
-from ferrytest import free_port, pbkdf2_hash
+from ferrytest import (fail_on_sanitizer_report, free_port, pbkdf2_hash,
+                       stop_process)
 
 FERRYD = os.environ.get("FERRYD")
 FERRYCTL = os.environ.get("FERRYCTL")
@@ -93,14 +93,7 @@ class Line:
             return f.read().decode("utf-8", "replace")
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+        stop_process(self.proc, self._log, timeout=10)
         if os.environ.get("FERRY_KEEP_TMP"):
             print("kept", self.dir)
         else:
@@ -189,28 +182,13 @@ class Office:
     def stop(self):
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
-        rc = self.proc.returncode
+        rc = stop_process(self.proc, self._log, timeout=20)
         self.proc = None
         return rc
 
     def cleanup(self):
         self.stop()
-        log = self.log() if os.path.exists(self.log_path) else ""
-        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
-                       "runtime error:"):
-            if marker in log:
-                keep = self.log_path + ".kept"
-                shutil.copy(self.log_path, keep)
-                raise AssertionError("%s in ferryd %s's log (%s)" %
-                                     (marker, self.name, keep))
+        fail_on_sanitizer_report(self.log_path, "ferryd " + self.name)
         if os.environ.get("FERRY_KEEP_TMP"):
             print("kept", self.dir)
         else:
